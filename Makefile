@@ -1,0 +1,34 @@
+# The two commands a new user needs: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: test demo bench lint format clean
+
+$(STAMP): setup.py pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check snas_tf trainers export tests benchmarks
+	$(VENV)/bin/ruff format --check snas_tf trainers export tests benchmarks
+
+test: lint
+	$(PY) -m pytest
+
+# The main job on the embedded digits data (CPU-sized, minutes).
+demo: $(STAMP)
+	$(VENV)/bin/snas search --config configs/digits_search.yaml
+
+bench: $(STAMP)
+	$(PY) benchmarks/search_step.py
+
+format: $(STAMP)
+	$(VENV)/bin/ruff format snas_tf trainers export tests benchmarks
+	$(VENV)/bin/ruff check --fix snas_tf trainers export tests benchmarks
+
+clean:
+	rm -rf $(VENV) build *.egg-info
