@@ -1,0 +1,88 @@
+"""A fused BatchNormalization for the search supernet.
+
+Keras 3's `BatchNormalization` is unfused on the TensorFlow backend: about
+twenty graph ops forward and as many backward per layer. The supernet has
+hundreds of BatchNorms (every op of every edge ends in one), so graph size,
+trace time and step time are dominated by them. `FusedBatchNormalization`
+computes the same normalisation with one `FusedBatchNormV3` op (and one
+gradient op), keeping the same variables, so weights load either way.
+
+Only the search supernet uses it; child networks keep the built-in layer so
+every export toolchain takes them.
+"""
+
+import keras
+import tensorflow as tf
+
+
+@keras.saving.register_keras_serializable(package="snas_tf")
+class FusedBatchNormalization(keras.layers.BatchNormalization):
+    """`keras.layers.BatchNormalization` computed by TF's fused kernel.
+
+    Same arguments, variables and config as the built-in layer. Training
+    mode normalises with the batch statistics and updates the moving
+    statistics as `moving = momentum * moving + (1 - momentum) * batch`;
+    the moving variance is updated with the unbiased batch variance, as
+    PyTorch (and the SNAS reference code) does. Falls back to the built-in
+    computation for anything but 4-D channels-last inputs.
+
+    Args:
+        **kwargs: `keras.layers.BatchNormalization` arguments.
+
+    Call arguments:
+        inputs: (batch, H, W, C) tensor.
+        training: whether to use batch statistics and update the moving ones.
+
+    Example:
+
+    >>> bn = FusedBatchNormalization(center=False, scale=False)
+    >>> bn(keras.random.normal((2, 8, 8, 4)), training=True).shape
+    TensorShape([2, 8, 8, 4])
+
+    Reference:
+        Ioffe & Szegedy, "Batch Normalization", ICML 2015.
+    """
+
+    def call(self, inputs, training=None, mask=None):
+        if (
+            len(inputs.shape) != 4
+            or self.axis not in (-1, 3)
+            or mask is not None
+        ):
+            return super().call(inputs, training=training, mask=mask)
+        channels = inputs.shape[-1]
+        scale = self.gamma if self.scale else tf.ones((channels,))
+        offset = self.beta if self.center else tf.zeros((channels,))
+        training = bool(training) and self.trainable
+        outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
+            inputs,
+            tf.cast(scale, "float32"),
+            tf.cast(offset, "float32"),
+            mean=tf.cast(self.moving_mean, "float32"),
+            variance=tf.cast(self.moving_variance, "float32"),
+            epsilon=self.epsilon,
+            is_training=training,
+            exponential_avg_factor=1.0 - self.momentum if training else 1.0,
+            data_format="NHWC",
+        )
+        if training:
+            # With exponential_avg_factor the kernel returns the updated
+            # moving statistics.
+            self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))
+            self.moving_variance.assign(
+                tf.cast(variance, self.moving_variance.dtype)
+            )
+        return outputs
+
+
+class _SearchLayers:
+    """`keras.layers` with BatchNormalization swapped for the fused one."""
+
+    BatchNormalization = FusedBatchNormalization
+
+    def __getattr__(self, name):
+        return getattr(keras.layers, name)
+
+
+# The layers namespace the search supernet builds its ops from.
+SEARCH_LAYERS = _SearchLayers()

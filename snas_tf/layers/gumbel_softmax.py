@@ -1,0 +1,101 @@
+"""Concrete (Gumbel-softmax) sampling as pure functions.
+
+SNAS relaxes the one-hot architecture sample of every edge into a Concrete
+sample (Maddison et al. 2016; Jang et al. 2016) so that the loss is
+differentiable in the architecture logits:
+
+    Z = softmax((logits + G) / λ),   G = -log(-log U),   U ~ Uniform(0, 1).
+
+Autodiff through this softmax gives exactly the paper's search gradient
+(SNAS Eq. 6 and 27); nothing is hand-coded.
+
+Reference:
+    Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
+    §2.2, Eq. 1-5 and 22.
+"""
+
+import math
+
+from keras import ops
+
+# Keeps -log(-log U) finite: U is clipped to [_LOW, _HIGH]; 1 - 1e-7 is
+# still below 1.0 in float32 (1 - 1e-10 would round to 1.0).
+_LOW = 1e-10
+_HIGH = 1.0 - 1e-7
+# [C] clamps Z and the density's terms at 1e-4 (SNAS.md §4).
+DENSITY_CLAMP = 1e-4
+
+
+def gumbel_noise(uniform):
+    """Turns Uniform(0, 1) draws into standard Gumbel noise.
+
+    Args:
+        uniform: tensor of Uniform(0, 1) samples.
+
+    Returns:
+        `-log(-log U)`, same shape, with U clipped away from 0 and 1.
+    """
+    u = ops.clip(uniform, _LOW, _HIGH)
+    return -ops.log(-ops.log(u))
+
+
+def relaxed_one_hot(logits, temperature, noise=None):
+    """The Concrete sample `softmax((logits + noise) / temperature)`.
+
+    Args:
+        logits: (..., n) architecture logits (log α).
+        temperature: positive scalar λ.
+        noise: optional Gumbel noise shaped like `logits`; `None` gives the
+            deterministic softmax (the DARTS relaxation).
+
+    Returns:
+        Tensor shaped like `logits` whose last axis sums to 1.
+    """
+    if noise is not None:
+        logits = logits + noise
+    return ops.softmax(logits / temperature, axis=-1)
+
+
+def hard_one_hot(logits):
+    """One-hot of argmax over the last axis (first index wins ties)."""
+    return ops.one_hot(ops.argmax(logits, axis=-1), ops.shape(logits)[-1])
+
+
+def entropy(logits):
+    """Entropy in nats of the categorical `softmax(logits)`, last axis.
+
+    Zero logits over n ops give `log n`.
+    """
+    log_p = ops.log_softmax(logits, axis=-1)
+    return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
+
+
+def concrete_log_density(z, logits, temperature):
+    """Log-density of a Concrete sample (Maddison et al. 2016, Eq. 11).
+
+        log p(Z) = log((n-1)!) + (n-1) log λ + sum_k log α_k
+                   - (λ+1) sum_k log Z_k - n log sum_k α_k Z_k^(-λ)
+
+    with log α = `logits`. The last term is computed as a logsumexp, which
+    is the stable form of the same expression. Z is clamped at
+    `DENSITY_CLAMP` as in the reference code.
+
+    Args:
+        z: (..., n) Concrete sample (treat it as data: stop its gradient
+            before calling when a score-function gradient is wanted).
+        logits: (..., n) logits, broadcastable to `z`.
+        temperature: positive scalar λ.
+
+    Returns:
+        Tensor of shape `z.shape[:-1]`.
+    """
+    n = ops.shape(z)[-1]
+    log_z = ops.log(ops.maximum(z, DENSITY_CLAMP))
+    log_lambda = ops.log(ops.convert_to_tensor(temperature, dtype=z.dtype))
+    const = math.lgamma(n) + (n - 1) * log_lambda
+    return (
+        const
+        + ops.sum(logits, axis=-1)
+        - (temperature + 1.0) * ops.sum(log_z, axis=-1)
+        - n * ops.logsumexp(logits - temperature * log_z, axis=-1)
+    )

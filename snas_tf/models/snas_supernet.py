@@ -1,0 +1,531 @@
+"""The SNAS search supernet with a one-loss, one-backward-pass train step.
+
+Reference:
+    Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
+    §2-3; the authors' code (model_search.py, train_search.py).
+"""
+
+from typing import NamedTuple
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import ops
+
+from snas_tf import resource_cost
+from snas_tf.cells.search_cell import SearchCell
+from snas_tf.layers import gumbel_softmax
+from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
+from snas_tf.ops import batch_norm
+from snas_tf.search_space import PRIMITIVES, SearchSpace
+
+MODES = ("snas", "darts")
+ARCH_MODES = MODES + ("argmax",)
+CELL_TYPES = ("normal", "reduce")
+
+
+class ArchSample(NamedTuple):
+    """Op weights of both cell types for one forward pass.
+
+    Attributes:
+        normal: (num_edges, num_ops) weights Z of the normal cells.
+        reduce: (num_edges, num_ops) weights Z of the reduction cells.
+        normal_index: (num_edges,) argmax ops in argmax mode, else None.
+        reduce_index: same for the reduction cells.
+    """
+
+    normal: object
+    reduce: object
+    normal_index: object = None
+    reduce_index: object = None
+
+
+def reduction_cells(num_cells: int) -> tuple:
+    """Indices of the reduction cells: L//3 and 2L//3, as the reference."""
+    return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
+
+
+def _num_replicas() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def _per_replica(value):
+    # Each replica's loss is divided by the replica count and the optimizer
+    # sums the replicas' gradients (Keras Loss objects do the same), so a
+    # term computed on every replica is counted once overall.
+    replicas = _num_replicas()
+    return value if replicas == 1 else value / replicas
+
+
+def _clip_global(grads, clipnorm):
+    """Clips the gradient of the global batch by its global norm.
+
+    Keras optimizers clip per replica, before their all-reduce. Here the
+    replicas' gradients are summed first, clipped, then divided by the
+    replica count: the optimizer's own sum then gives the clipped global
+    gradient on every replica.
+    """
+    replicas = _num_replicas()
+    if replicas > 1:
+        ctx = tf.distribute.get_replica_context()
+        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+    if clipnorm:
+        grads, _ = tf.clip_by_global_norm(grads, clipnorm)
+    if replicas > 1:
+        grads = [g / replicas for g in grads]
+    return grads
+
+
+def default_search_optimizers(epochs: int, steps_per_epoch: int):
+    """The paper's optimizers (SNAS.md §3).
+
+    Weights: SGD momentum 0.9, lr 0.025 cosine-decayed to 0.001 over the
+    search. Architecture: Adam lr 3e-4, betas (0.5, 0.999) as in the paper
+    (the reference's single-GPU code uses plain SGD; decision: Adam).
+    Weight decay (3e-4, 1e-3) and clipping (5, 10) are `compile` arguments
+    of `SNASSupernet`, applied as the reference does.
+
+    Returns:
+        `(optimizer, arch_optimizer)`.
+    """
+    lr = keras.optimizers.schedules.CosineDecay(
+        0.025,
+        decay_steps=max(1, epochs * steps_per_epoch),
+        alpha=0.001 / 0.025,
+    )
+    return (
+        keras.optimizers.SGD(lr, momentum=0.9),
+        keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.999),
+    )
+
+
+@keras.saving.register_keras_serializable(package="snas_tf")
+class SNASSupernet(keras.Model):
+    """The SNAS supernet: stem, L search cells, global pool, classifier.
+
+    Owns the architecture logits (log α), one `(num_edges, num_ops)`
+    variable per cell type, initialised N(1, 0.01) as the reference code.
+    Each forward pass draws one relaxed sample Z per cell type, shared by
+    all cells of that type and the whole batch; under a distribution
+    strategy each replica draws its own Z while α stays one mirrored
+    variable. `train_step` computes one loss (cross-entropy + η·penalty) on
+    one batch, takes gradients once, and updates θ with `optimizer` and α
+    with `arch_optimizer`.
+
+    Labels are integer class ids (sparse), as the data pipelines give.
+
+    Args:
+        num_classes: classifier outputs.
+        channels: C, channels of the first cells (doubled at reductions).
+        num_cells: L cells; reductions at L//3 and 2L//3.
+        num_nodes: intermediate nodes per cell.
+        primitives: candidate ops (logit-column order).
+        stem_multiplier: the stem conv has `stem_multiplier * C` channels.
+        mode: `"snas"` (Gumbel noise, temperature λ) or `"darts"`
+            (deterministic softmax of α, no noise, no temperature: the
+            DARTS relaxation, for comparison).
+        resource_estimator: one of `resource_cost.ESTIMATORS`.
+        penalty_strength: η, weight of the resource penalty (0 disables
+            it; 1.5e-3 is the reference README's value).
+        seed: seed of the Gumbel noise and the α initialisation.
+        **kwargs: base `Model` arguments (`name`, ...).
+
+    Call arguments:
+        inputs: (batch, H, W, channels) images.
+        training: Keras training flag (BatchNorm batch statistics).
+        arch_mode: `"snas"`, `"darts"` or `"argmax"` (the derived child:
+            Z = one-hot argmax α, only the chosen op of each edge runs);
+            defaults to `mode`.
+
+    Example:
+
+    >>> model = SNASSupernet(num_classes=10, channels=4, num_cells=2)
+    >>> model(keras.random.normal((2, 8, 8, 3))).shape
+    (2, 10)
+
+    Reference:
+        Xie et al., "SNAS: Stochastic Neural Architecture Search",
+        ICLR 2019.
+    """
+
+    def __init__(
+        self,
+        num_classes=10,
+        channels=16,
+        num_cells=8,
+        num_nodes=4,
+        primitives=PRIMITIVES,
+        stem_multiplier=3,
+        mode="snas",
+        resource_estimator="reparametrization",
+        penalty_strength=1.5e-3,
+        seed=0,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if mode not in MODES:
+            raise ValueError(f"Unknown mode {mode!r}. Expected one of {MODES}.")
+        if resource_estimator not in resource_cost.ESTIMATORS:
+            raise ValueError(
+                f"Unknown resource_estimator {resource_estimator!r}. "
+                f"Expected one of {resource_cost.ESTIMATORS}."
+            )
+        if penalty_strength < 0:
+            raise ValueError(
+                f"penalty_strength must be >= 0, got {penalty_strength!r}."
+            )
+        if num_cells < 1:
+            raise ValueError(f"num_cells must be >= 1, got {num_cells!r}.")
+        self.num_classes = int(num_classes)
+        self.channels = int(channels)
+        self.num_cells = int(num_cells)
+        self.search_space = SearchSpace(tuple(primitives), int(num_nodes))
+        self.stem_multiplier = int(stem_multiplier)
+        self.mode = mode
+        self.resource_estimator = resource_estimator
+        self.penalty_strength = float(penalty_strength)
+        self.seed = int(seed)
+        self._build_network()
+        shape = (self.search_space.num_edges, self.search_space.num_ops)
+        init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed)
+        self.arch_logits_normal = self.add_weight(
+            shape=shape, initializer=init, name="arch_logits_normal"
+        )
+        init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed + 1)
+        self.arch_logits_reduce = self.add_weight(
+            shape=shape, initializer=init, name="arch_logits_reduce"
+        )
+        # Read by the compiled step, assigned by TemperatureScheduler.
+        self.temperature = self.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(1.0),
+            trainable=False,
+            name="temperature",
+        )
+        self.noise_seed = keras.random.SeedGenerator(self.seed)
+        self.penalty_tracker = keras.metrics.Mean(name="penalty")
+        self.child_accuracy = keras.metrics.SparseCategoricalAccuracy(
+            name="child_accuracy"
+        )
+        self.cost_tables = None
+
+    def _build_network(self):
+        c = self.channels
+        # The stem BN is affine as in the reference code; the cells' are not.
+        self.stem_conv = keras.layers.Conv2D(
+            self.stem_multiplier * c, 3, padding="same", use_bias=False
+        )
+        self.stem_bn = batch_norm(True, None, SEARCH_LAYERS)
+        reductions = reduction_cells(self.num_cells)
+        self.cells = []
+        reduction_prev = False
+        for i in range(self.num_cells):
+            reduction = i in reductions
+            if reduction:
+                c *= 2
+            self.cells.append(
+                SearchCell(
+                    c,
+                    reduction,
+                    reduction_prev,
+                    primitives=self.search_space.primitives,
+                    num_nodes=self.search_space.num_nodes,
+                    name=f"cell_{i}",
+                )
+            )
+            reduction_prev = reduction
+        self.global_pool = keras.layers.GlobalAveragePooling2D()
+        self.classifier = keras.layers.Dense(self.num_classes)
+
+    def build(self, input_shape):
+        if len(input_shape) != 4:
+            raise ValueError(
+                f"Expected images of shape (batch, H, W, C), got {input_shape}."
+            )
+        self.cost_tables = self._cost_tables(input_shape[1])
+        # Build every op of every edge with one eager pass in mixing mode on
+        # a one-image batch: outside the conditionals of argmax mode, and
+        # far faster than tracing the network symbolically (the supernet
+        # has thousands of layers). init_scope leaves any enclosing trace.
+        _, h, w, c = input_shape
+        with tf.init_scope():
+            x = tf.zeros((1, h or 8, w or 8, c), dtype=self.compute_dtype)
+            z = (
+                tf.ones(self.arch_logits_normal.shape)
+                / self.search_space.num_ops
+            )
+            self.forward(x, ArchSample(z, z), training=False)
+
+    def _cost_tables(self, size):
+        """Per-cell resource cost tables, keyed by cell type (None if H is
+        unknown): each cell has its own channel count and resolution."""
+        if size is None:
+            return None
+        tables = {t: [] for t in CELL_TYPES}
+        for cell in self.cells:
+            kind = "reduce" if cell.reduction else "normal"
+            tables[kind].append(
+                resource_cost.cell_cost_table(
+                    cell.channels, size, cell.reduction, self.search_space
+                )
+            )
+            if cell.reduction:
+                size = (size + 1) // 2
+        return {t: np.stack(v) for t, v in tables.items() if v}
+
+    @property
+    def arch_variables(self) -> list:
+        """The architecture logits α, normal then reduce."""
+        return [self.arch_logits_normal, self.arch_logits_reduce]
+
+    @property
+    def weight_variables(self) -> list:
+        """Trainable network weights θ: every trainable variable but α."""
+        arch = {id(v) for v in self.arch_variables}
+        return [v for v in self.trainable_variables if id(v) not in arch]
+
+    def arch_logits(self, cell_type):
+        if cell_type not in CELL_TYPES:
+            raise ValueError(
+                f"Unknown cell type {cell_type!r}. Expected one of "
+                f"{CELL_TYPES}."
+            )
+        return getattr(self, f"arch_logits_{cell_type}")
+
+    def draw_noise(self):
+        """Gumbel noise for both cell types, (2, num_edges, num_ops).
+
+        The seed generator's state is a mirrored variable, so every replica
+        would read the same seed; folding in the replica id gives each
+        replica its own noise (SNAS.md §2 decision).
+        """
+        seed = ops.cast(self.noise_seed.next(), "int64")
+        ctx = tf.distribute.get_replica_context()
+        if ctx is not None:
+            seed = tf.random.experimental.stateless_fold_in(
+                seed, ctx.replica_id_in_sync_group
+            )
+        shape = (2,) + tuple(self.arch_logits_normal.shape)
+        uniform = tf.random.stateless_uniform(shape, seed, alg="philox")
+        return gumbel_softmax.gumbel_noise(uniform)
+
+    def sample_architecture(self, arch_mode=None, noise=None) -> ArchSample:
+        """Op weights Z for one forward pass.
+
+        Args:
+            arch_mode: one of `ARCH_MODES`; defaults to `self.mode`.
+            noise: optional (2, num_edges, num_ops) Gumbel noise for snas
+                mode; drawn with `draw_noise()` when None.
+        """
+        arch_mode = arch_mode or self.mode
+        if arch_mode not in ARCH_MODES:
+            raise ValueError(
+                f"Unknown arch_mode {arch_mode!r}. Expected one of "
+                f"{ARCH_MODES}."
+            )
+        logits = [self.arch_logits_normal, self.arch_logits_reduce]
+        if arch_mode == "argmax":
+            index = [ops.argmax(a, axis=-1) for a in logits]
+            z = [gumbel_softmax.hard_one_hot(a) for a in logits]
+            return ArchSample(z[0], z[1], index[0], index[1])
+        if arch_mode == "darts":
+            return ArchSample(*[ops.softmax(a, axis=-1) for a in logits])
+        if noise is None:
+            noise = self.draw_noise()
+        return ArchSample(
+            *[
+                gumbel_softmax.relaxed_one_hot(a, self.temperature, noise[i])
+                for i, a in enumerate(logits)
+            ]
+        )
+
+    def forward(self, inputs, sample: ArchSample, training=None):
+        """Logits of the network for given op weights."""
+        s0 = s1 = self.stem_bn(self.stem_conv(inputs), training=training)
+        for cell in self.cells:
+            if cell.reduction:
+                z, index = sample.reduce, sample.reduce_index
+            else:
+                z, index = sample.normal, sample.normal_index
+            s0, s1 = s1, cell(s0, s1, z, index, training=training)
+        return self.classifier(self.global_pool(s1))
+
+    def call(self, inputs, training=None, arch_mode=None):
+        return self.forward(
+            inputs, self.sample_architecture(arch_mode), training
+        )
+
+    def resource_penalty(self, sample: ArchSample):
+        """Resource penalty (before η) of both cell types, each averaged
+        over its actual number of cells (SNAS §2.4)."""
+        if self.cost_tables is None:
+            raise ValueError(
+                "The resource penalty needs a static image size; build the "
+                "model with known H and W."
+            )
+        total = 0.0
+        for cell_type, tables in self.cost_tables.items():
+            total += resource_cost.resource_penalty(
+                self.resource_estimator,
+                getattr(sample, cell_type),
+                self.arch_logits(cell_type),
+                self.temperature,
+                tables,
+            )
+        return total
+
+    def compile(
+        self,
+        optimizer="sgd",
+        arch_optimizer=None,
+        loss=None,
+        metrics=("accuracy",),
+        weight_decay=3e-4,
+        arch_weight_decay=1e-3,
+        clipnorm=5.0,
+        arch_clipnorm=10.0,
+        **kwargs,
+    ):
+        """Configures the search.
+
+        Args:
+            optimizer: optimizer of the network weights θ.
+            arch_optimizer: optimizer of α; default Adam(3e-4, 0.5, 0.999).
+            loss: default sparse categorical cross-entropy on logits.
+            metrics: metrics of the supernet's (sampled) predictions.
+            weight_decay: L2 coefficient on θ, added to the gradient after
+                clipping as PyTorch's SGD does in the reference (with
+                momentum this differs from Keras' decoupled weight decay).
+            arch_weight_decay: same for α (PyTorch Adam's coupled L2).
+            clipnorm: global-norm clip of θ's gradient (global batch).
+            arch_clipnorm: global-norm clip of α's gradient.
+            **kwargs: other `keras.Model.compile` arguments.
+
+        Raises:
+            ValueError: if an optimizer has its own clipping set, which
+                would clip per replica before the all-reduce.
+        """
+        if arch_optimizer is None:
+            arch_optimizer = keras.optimizers.Adam(
+                3e-4, beta_1=0.5, beta_2=0.999
+            )
+        if loss is None:
+            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        super().compile(
+            optimizer=optimizer, loss=loss, metrics=list(metrics), **kwargs
+        )
+        self.arch_optimizer = keras.optimizers.get(arch_optimizer)
+        for opt in (self.optimizer, self.arch_optimizer):
+            for attr in ("clipnorm", "global_clipnorm", "clipvalue"):
+                if getattr(opt, attr, None):
+                    raise ValueError(
+                        f"{type(opt).__name__} has {attr}="
+                        f"{getattr(opt, attr)!r}; set clipping with "
+                        "compile(clipnorm=..., arch_clipnorm=...), which "
+                        "clips the global gradient across replicas."
+                    )
+        self.weight_decay = float(weight_decay)
+        self.arch_weight_decay = float(arch_weight_decay)
+        self.clipnorm = clipnorm
+        self.arch_clipnorm = arch_clipnorm
+        # Built here, inside the caller's strategy scope: lazy building in
+        # the traced step fails under a strategy (STACK-NOTES).
+        self.arch_optimizer.build(self.arch_variables)
+        if self.built:
+            self.optimizer.build(self.weight_variables)
+
+    def _apply_update(self, optimizer, grads, variables, clipnorm, decay):
+        grads = [
+            ops.zeros_like(v) if g is None else g
+            for g, v in zip(grads, variables, strict=True)
+        ]
+        grads = _clip_global(grads, clipnorm)
+        if decay:
+            # Coupled L2 as the reference (PyTorch adds wd * w to the
+            # clipped gradient); scaled like the loss so it counts once.
+            grads = [
+                g + _per_replica(decay * v)
+                for g, v in zip(grads, variables, strict=True)
+            ]
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._ensure_built(x)
+        weights, arch = self.weight_variables, self.arch_variables
+        with tf.GradientTape() as tape:
+            sample = self.sample_architecture()
+            y_pred = self.forward(x, sample, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
+            )
+            penalty = self.resource_penalty(sample)
+            # One loss: the penalty joins the replica-scaled loss.
+            total = loss + _per_replica(self.penalty_strength * penalty)
+        # One backward pass for θ and α together (SNAS §3.1).
+        grads = tape.gradient(total, weights + arch)
+        self._apply_update(
+            self.optimizer,
+            grads[: len(weights)],
+            weights,
+            self.clipnorm,
+            self.weight_decay,
+        )
+        self._apply_update(
+            self.arch_optimizer,
+            grads[len(weights) :],
+            arch,
+            self.arch_clipnorm,
+            self.arch_weight_decay,
+        )
+        self._track_loss(loss, x)
+        self.penalty_tracker.update_state(penalty)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        # The child accuracy is measured in test_step only.
+        logs.pop(self.child_accuracy.name, None)
+        return logs
+
+    def _ensure_built(self, x):
+        # Without a strategy Keras defers building to the first trace of the
+        # step, and this step calls `forward`, not `__call__`.
+        if not self.built:
+            self.build(tuple(x.shape))
+        if not self.optimizer.built:
+            self.optimizer.build(self.weight_variables)
+
+    def test_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._ensure_built(x)
+        # Supernet accuracy with a sampled Z, and the derived child's
+        # accuracy with inherited weights, without retraining (SNAS §3.1).
+        y_pred = self(x, training=False)
+        loss = self.compute_loss(
+            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
+        )
+        self._track_loss(loss, x)
+        child = self(x, training=False, arch_mode="argmax")
+        self.child_accuracy.update_state(y, child, sample_weight)
+        return self.compute_metrics(x, y, y_pred, sample_weight)
+
+    def _track_loss(self, loss, x):
+        # compute_loss divides by the replica count; report the true value.
+        loss = loss * _num_replicas()
+        for metric in self.metrics:
+            if metric.name == "loss":
+                metric.update_state(loss, sample_weight=ops.shape(x)[0])
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            num_classes=self.num_classes,
+            channels=self.channels,
+            num_cells=self.num_cells,
+            num_nodes=self.search_space.num_nodes,
+            primitives=list(self.search_space.primitives),
+            stem_multiplier=self.stem_multiplier,
+            mode=self.mode,
+            resource_estimator=self.resource_estimator,
+            penalty_strength=self.penalty_strength,
+            seed=self.seed,
+        )
+        return config

@@ -1,0 +1,265 @@
+"""Tests of the SNAS supernet: one loss, one backward pass, two optimizers."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from testing_utils import (
+    TINY_PRIMITIVES,
+    assert_config_round_trip,
+    tiny_data,
+    tiny_supernet,
+)
+
+from snas_tf import resource_cost
+from snas_tf.models.snas_supernet import SNASSupernet, _clip_global
+
+
+def _plain_compile(model, lr=1.0, arch_lr=1.0):
+    # Plain SGD, no decay, no clipping: an update is exactly -lr * gradient.
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr),
+        arch_optimizer=keras.optimizers.SGD(arch_lr),
+        weight_decay=0.0,
+        arch_weight_decay=0.0,
+        clipnorm=None,
+        arch_clipnorm=None,
+        jit_compile=False,
+    )
+
+
+def _values(variables):
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
+
+
+def test_fit_step_applies_the_gradient_of_one_combined_loss():
+    eta = 0.5
+    model = tiny_supernet(num_cells=3, penalty_strength=eta)
+    _plain_compile(model)
+    x, y = tiny_data(n=2)
+    model.build(x.shape)
+    variables = model.weight_variables + model.arch_variables
+    before = _values(variables)
+    seed_state = np.array(model.noise_seed.state.numpy())
+
+    model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
+    after = _values(variables)
+
+    # Replay the step by hand from the same state and the same noise.
+    for v, b in zip(variables, before, strict=True):
+        v.assign(b)
+    model.noise_seed.state.assign(seed_state)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    with tf.GradientTape() as tape:
+        sample = model.sample_architecture()
+        logits = model.forward(x, sample, training=True)
+        loss = ce(y, logits) + eta * model.resource_penalty(sample)
+    grads = tape.gradient(loss, variables)
+
+    for b, a, g, v in zip(before, after, grads, variables, strict=True):
+        np.testing.assert_allclose(b - a, g, atol=2e-5, err_msg=v.path)
+    for i in (-2, -1):  # both α tensors moved
+        assert np.abs(after[i] - before[i]).max() > 1e-6
+    assert (
+        max(np.abs(a - b).max() for a, b in zip(after, before, strict=True))
+        > 1e-4
+    )
+
+
+@pytest.mark.parametrize("frozen", ["weights", "arch"])
+def test_each_optimizer_updates_only_its_variables(frozen):
+    model = tiny_supernet()
+    _plain_compile(
+        model,
+        lr=0.0 if frozen == "weights" else 0.1,
+        arch_lr=0.0 if frozen == "arch" else 0.1,
+    )
+    x, y = tiny_data()
+    model.build(x.shape)
+    weights, arch = (
+        _values(model.weight_variables),
+        _values(model.arch_variables),
+    )
+    model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    w_moved = any(
+        not np.array_equal(a, b)
+        for a, b in zip(weights, _values(model.weight_variables), strict=True)
+    )
+    a_moved = any(
+        not np.array_equal(a, b)
+        for a, b in zip(arch, _values(model.arch_variables), strict=True)
+    )
+    assert w_moved == (frozen != "weights")
+    assert a_moved == (frozen != "arch")
+
+
+def test_evaluate_reports_supernet_and_child_accuracy():
+    model = tiny_supernet()
+    model.compile(jit_compile=False)
+    x, y = tiny_data(n=6)
+    logs = model.evaluate(x, y, batch_size=2, verbose=0, return_dict=True)
+    child = keras.ops.convert_to_numpy(
+        model(x, training=False, arch_mode="argmax")
+    )
+    expected = np.mean(np.argmax(child, axis=-1) == y)
+    assert logs["child_accuracy"] == pytest.approx(expected)
+    assert {"loss", "accuracy", "child_accuracy"} <= set(logs)
+
+
+def test_argmax_mode_equals_a_one_hot_mixture():
+    model = tiny_supernet(num_cells=3)
+    x, _ = tiny_data()
+    model.build(x.shape)
+    hard = model.sample_architecture("argmax")
+    from snas_tf.models.snas_supernet import ArchSample
+
+    mixed = model.forward(x, ArchSample(hard.normal, hard.reduce))
+    switched = model(x, arch_mode="argmax")
+    np.testing.assert_allclose(switched, mixed, atol=1e-5)
+
+
+def test_noise_is_reproducible_from_the_seed_and_fresh_each_draw():
+    a, b, c = (tiny_supernet(seed=s) for s in (3, 3, 4))
+    first, second = a.draw_noise(), a.draw_noise()
+    assert not np.allclose(first, second)
+    np.testing.assert_array_equal(b.draw_noise(), first)
+    assert not np.allclose(c.draw_noise(), first)
+    assert first.shape == (2,) + tuple(a.arch_logits_normal.shape)
+
+
+def test_arch_logits_init_and_variable_split():
+    model = tiny_supernet(num_cells=3)
+    model.build((2, 8, 8, 3))
+    alpha = np.concatenate(_values(model.arch_variables))
+    assert abs(alpha.mean() - 1.0) < 0.01
+    assert 0.003 < alpha.std() < 0.02
+    ids = {id(v) for v in model.weight_variables}
+    assert not ids & {id(v) for v in model.arch_variables}
+    assert len(ids) + 2 == len(model.trainable_variables)
+    assert id(model.temperature) not in {
+        id(v) for v in model.trainable_variables
+    }
+
+
+def test_penalty_is_averaged_over_the_actual_cell_counts():
+    model = tiny_supernet(num_cells=3, resource_estimator="discrete")
+    model.build((2, 8, 8, 3))
+    tables = model.cost_tables
+    assert tables["normal"].shape[0] == 1 and tables["reduce"].shape[0] == 2
+    sample = model.sample_architecture("darts")
+    expected = 0.0
+    for kind in ("normal", "reduce"):
+        probs = keras.ops.softmax(model.arch_logits(kind), axis=-1)
+        per_cell = [
+            float(keras.ops.sum(resource_cost.edge_log_costs(probs, t)))
+            for t in tables[kind]
+        ]
+        expected += np.mean(per_cell)
+    assert float(model.resource_penalty(sample)) == pytest.approx(
+        expected, rel=1e-5
+    )
+    # The reduction cells run at 8 then 4 pixels with 8 then 16 channels.
+    sep = TINY_PRIMITIVES.index("sep_conv_3x3")
+    sizes = tables["reduce"][:, 0, sep, 0]
+    np.testing.assert_allclose(sizes, [2 * c * 9 + 2 * c * c for c in (8, 16)])
+
+
+def test_bad_arguments_name_the_bad_value():
+    with pytest.raises(ValueError, match="'gumbel'"):
+        tiny_supernet(mode="gumbel")
+    with pytest.raises(ValueError, match="'reinforce'"):
+        tiny_supernet(resource_estimator="reinforce")
+    model = tiny_supernet()
+    with pytest.raises(ValueError, match="'sampled'"):
+        model.sample_architecture("sampled")
+    with pytest.raises(ValueError, match="clipnorm"):
+        model.compile(optimizer=keras.optimizers.SGD(0.1, clipnorm=1.0))
+
+
+def test_config_and_keras_file_round_trip(tmp_path):
+    model = tiny_supernet(mode="darts", penalty_strength=0.25)
+    x, _ = tiny_data()
+    model(x)
+    model.temperature.assign(0.5)
+    clone = assert_config_round_trip(model)
+    assert clone.penalty_strength == 0.25 and clone.mode == "darts"
+    path = tmp_path / "supernet.keras"
+    model.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, SNASSupernet)
+    for mode in ("darts", "argmax"):
+        np.testing.assert_allclose(
+            loaded(x, arch_mode=mode), model(x, arch_mode=mode), atol=1e-5
+        )
+    assert float(loaded.temperature) == 0.5
+
+
+# ---------------------------------------------------------------- strategy
+
+
+def test_mirrored_alpha_stays_identical_while_noise_differs(mirrored):
+    strategy = mirrored
+    with strategy.scope():
+        model = tiny_supernet()
+        model.compile(jit_compile=False)
+    x, y = tiny_data(n=8)
+    init = _values(model.arch_variables)
+    model.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    for var, start in zip(model.arch_variables, init, strict=True):
+        first, second = strategy.experimental_local_results(var.value)
+        np.testing.assert_array_equal(first, second)
+        assert not np.allclose(first, start)
+    noise = strategy.experimental_local_results(strategy.run(model.draw_noise))
+    assert len(noise) == 2 and not np.allclose(noise[0], noise[1])
+
+
+def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
+    # Deterministic relaxation (darts mode) and a global batch whose two
+    # halves are equal, so each replica's BatchNorm statistics equal the
+    # global ones: two replicas must then reproduce one device exactly,
+    # with the penalty counted once and weight decay and momentum on.
+    x, y = tiny_data(n=2)
+    x, y = np.concatenate([x, x]), np.concatenate([y, y])
+    initial = None
+
+    def train(strategy):
+        with strategy.scope():
+            model = tiny_supernet(
+                mode="darts",
+                penalty_strength=0.5,
+                resource_estimator="discrete",
+            )
+            # SGD for α too: Adam's first steps are nearly sign(g), which
+            # turns float noise on tiny gradients into ±lr differences.
+            model.compile(
+                optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                arch_optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                jit_compile=False,
+            )
+            model.build(x.shape)
+        if initial is not None:
+            model.set_weights(initial)
+        start = model.get_weights(), _values(model.trainable_variables)
+        model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
+        return start, _values(model.trainable_variables)
+
+    (initial, before), single = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    _, mirrored_weights = train(mirrored)
+    moved = [np.abs(a - b).max() for a, b in zip(single, before, strict=True)]
+    assert max(moved) > 1e-3
+    for a, b in zip(single, mirrored_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-5)
+
+
+def test_clip_global_clips_the_summed_gradient_once(mirrored):
+    strategy = mirrored
+    g = [np.array([3.0, 0.0], "float32"), np.array([0.0, 4.0], "float32")]
+    per_replica = strategy.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(g[ctx.replica_id_in_sync_group])
+    )
+    out = strategy.run(lambda t: _clip_global([t], 2.5)[0], (per_replica,))
+    results = strategy.experimental_local_results(out)
+    # Global gradient (3, 4) has norm 5: clipped to 2.5 gives (1.5, 2);
+    # each replica holds half, so the optimizer's sum gives the clip.
+    for r in results:
+        np.testing.assert_allclose(r, [0.75, 1.0], atol=1e-6)
