@@ -1,0 +1,143 @@
+"""Tests for snas_tf.layers.fused_batch_norm."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from testing_utils import assert_config_round_trip, assert_keras_file_round_trip
+
+from snas_tf.layers.fused_batch_norm import (
+    SEARCH_LAYERS,
+    FusedBatchNormalization,
+)
+
+SHAPE = (2, 8, 8, 4)
+# PyTorch-style settings, as the ops build them (SNAS.md §1).
+KWARGS = dict(momentum=0.9, epsilon=1e-5)
+
+
+def _input(seed=0):
+    # Non-zero mean and non-unit scale, so normalisation is visible.
+    x = tf.random.stateless_normal(SHAPE, seed=(seed, 11))
+    return 3.0 * x + 1.5
+
+
+def _pair(affine=True, seed=0):
+    """A fused and a built-in BN with the same random weights and stats."""
+    kwargs = dict(KWARGS, center=affine, scale=affine)
+    fused = FusedBatchNormalization(**kwargs)
+    builtin = keras.layers.BatchNormalization(**kwargs)
+    fused.build(SHAPE)
+    builtin.build(SHAPE)
+    rng = np.random.default_rng(seed)
+    weights = [
+        rng.uniform(0.5, 2.0, w.shape).astype("float32")
+        if "variance" in w.path or "gamma" in w.path
+        else rng.normal(size=w.shape).astype("float32")
+        for w in builtin.weights
+    ]
+    builtin.set_weights(weights)
+    fused.set_weights(weights)
+    return fused, builtin
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_inference_matches_builtin(affine):
+    fused, builtin = _pair(affine)
+    x = _input()
+    expected = builtin(x, training=False)
+    np.testing.assert_allclose(fused(x, training=False), expected, atol=1e-5)
+    # Inference mode leaves the moving statistics alone.
+    for a, b in zip(fused.weights, builtin.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_training_output_uses_batch_statistics(affine):
+    fused, builtin = _pair(affine, seed=1)
+    x = _input(seed=1)
+    got = fused(x, training=True)
+    np.testing.assert_allclose(got, builtin(x, training=True), atol=1e-4)
+    if not affine:
+        # center=False, scale=False: zero mean, unit (biased) variance.
+        np.testing.assert_allclose(
+            tf.reduce_mean(got, axis=(0, 1, 2)), 0.0, atol=1e-5
+        )
+        np.testing.assert_allclose(
+            tf.math.reduce_variance(got, axis=(0, 1, 2)), 1.0, atol=1e-3
+        )
+
+
+def test_training_updates_moving_stats_with_unbiased_variance():
+    fused, _ = _pair(seed=2)
+    old_mean = fused.moving_mean.numpy()
+    old_var = fused.moving_variance.numpy()
+    x = _input(seed=2).numpy()
+    fused(x, training=True)
+    m = fused.momentum
+    values = x.reshape(-1, SHAPE[-1]).astype("float64")
+    np.testing.assert_allclose(
+        fused.moving_mean, m * old_mean + (1 - m) * values.mean(0), atol=1e-5
+    )
+    # PyTorch (and the SNAS reference) update with the unbiased variance:
+    # over N = 128 values it differs from the biased one by a factor
+    # N / (N - 1), about 7e-3 here, far above the tolerance.
+    unbiased = m * old_var + (1 - m) * values.var(0, ddof=1)
+    biased = m * old_var + (1 - m) * values.var(0, ddof=0)
+    assert np.all(np.abs(unbiased - biased) > 1e-3)
+    np.testing.assert_allclose(fused.moving_variance, unbiased, atol=1e-4)
+
+
+def test_non_trainable_layer_runs_in_inference_mode():
+    fused, builtin = _pair(seed=3)
+    fused.trainable = False
+    before = [w.numpy() for w in fused.weights]
+    x = _input(seed=3)
+    np.testing.assert_allclose(
+        fused(x, training=True), builtin(x, training=False), atol=1e-5
+    )
+    for a, b in zip(fused.weights, before, strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("affine", [True, False])
+def test_training_gradients_match_builtin(affine):
+    fused, builtin = _pair(affine, seed=4)
+    x = _input(seed=4)
+    upstream = tf.random.stateless_normal(SHAPE, seed=(4, 4))
+    grads = []
+    for layer in (fused, builtin):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(layer(x, training=True) * upstream)
+        grads.append(tape.gradient(loss, [x] + layer.trainable_weights))
+    assert len(grads[0]) == (3 if affine else 1)
+    for got, expected in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, expected, atol=1e-4)
+    assert np.abs(grads[0][0]).max() > 1e-3
+
+
+def test_search_layers_swap_only_batch_normalization():
+    assert SEARCH_LAYERS.BatchNormalization is FusedBatchNormalization
+    assert SEARCH_LAYERS.Conv2D is keras.layers.Conv2D
+
+
+def test_config_round_trip():
+    layer = FusedBatchNormalization(center=False, scale=False, **KWARGS)
+    clone = assert_config_round_trip(layer)
+    assert isinstance(clone, FusedBatchNormalization)
+    assert (clone.center, clone.scale) == (False, False)
+    assert clone.momentum == 0.9 and clone.epsilon == 1e-5
+
+
+def test_keras_file_round_trip(tmp_path):
+    assert (
+        keras.saving.get_registered_name(FusedBatchNormalization)
+        == "snas_tf>FusedBatchNormalization"
+    )
+    fused, _ = _pair(seed=5)
+    model = keras.Sequential([keras.Input(SHAPE[1:]), fused])
+    loaded = assert_keras_file_round_trip(model, _input(seed=5), tmp_path)
+    assert isinstance(loaded.layers[0], FusedBatchNormalization)
+    for a, b in zip(model.weights, loaded.weights, strict=True):
+        np.testing.assert_array_equal(a, b)
