@@ -7,6 +7,9 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
+# As `import snas_tf` does; here TF is imported before snas_tf.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+
 import pytest  # noqa: E402
 import tensorflow as tf  # noqa: E402
 

@@ -505,7 +505,10 @@ class SNASSupernet(keras.Model):
         self._track_loss(loss, x)
         child = self(x, training=False, arch_mode="argmax")
         self.child_accuracy.update_state(y, child, sample_weight)
-        return self.compute_metrics(x, y, y_pred, sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight)
+        # The penalty is a training quantity; evaluation does not track it.
+        logs.pop(self.penalty_tracker.name, None)
+        return logs
 
     def _track_loss(self, loss, x):
         # compute_loss divides by the replica count; report the true value.

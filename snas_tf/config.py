@@ -1,0 +1,287 @@
+"""Search configuration: frozen dataclasses loaded from strict YAML.
+
+Order of precedence: defaults -> YAML files (in order) -> `key=value`
+overrides. Loading is strict: an unknown key or a value of the wrong type is
+an error that names the key and the valid choices.
+"""
+
+import dataclasses
+import os
+import tempfile
+import types
+import typing
+
+import yaml
+
+from snas_tf.search_space import PRIMITIVES
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+    """The search supernet.
+
+    Attributes:
+        channels: C, channels of the first cells (paper: 16).
+        num_cells: L cells, reductions at L//3 and 2L//3 (paper: 8).
+        num_nodes: intermediate nodes per cell.
+        primitives: candidate operations, in logit-column order.
+        stem_multiplier: stem channels = stem_multiplier * C.
+    """
+
+    channels: int = 16
+    num_cells: int = 8
+    num_nodes: int = 4
+    primitives: tuple = PRIMITIVES
+    stem_multiplier: int = 3
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """The search procedure (SNAS.md §2-4 defaults).
+
+    Attributes:
+        epochs: search epochs (paper: 150).
+        batch_size: global batch size (paper: 64).
+        mode: "snas" (Gumbel noise) or "darts" (softmax, no noise).
+        resource_estimator: reparametrization | discrete | policy_gradient.
+        penalty_strength: η of the resource penalty (0 disables it).
+        temperature_initial: λ at the first epoch.
+        temperature_final: λ at the last epoch.
+        temperature_schedule: "linear" or "exponential".
+        learning_rate: SGD learning rate of θ, cosine-decayed to
+            `learning_rate_min`.
+        learning_rate_min: final learning rate of θ.
+        momentum: SGD momentum of θ.
+        weight_decay: coupled L2 on θ.
+        clipnorm: global-norm clip of θ's gradient.
+        arch_learning_rate: Adam learning rate of α.
+        arch_beta_1: Adam β1 of α.
+        arch_beta_2: Adam β2 of α.
+        arch_weight_decay: coupled L2 on α.
+        arch_clipnorm: global-norm clip of α's gradient.
+        derivation_rule: "edge_all" (SNAS) or "top2" (DARTS).
+    """
+
+    epochs: int = 150
+    batch_size: int = 64
+    mode: str = "snas"
+    resource_estimator: str = "reparametrization"
+    penalty_strength: float = 1.5e-3
+    temperature_initial: float = 1.0
+    temperature_final: float = 0.03
+    temperature_schedule: str = "linear"
+    learning_rate: float = 0.025
+    learning_rate_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    clipnorm: float = 5.0
+    arch_learning_rate: float = 3e-4
+    arch_beta_1: float = 0.5
+    arch_beta_2: float = 0.999
+    arch_weight_decay: float = 1e-3
+    arch_clipnorm: float = 10.0
+    derivation_rule: str = "edge_all"
+
+
+@dataclasses.dataclass(frozen=True)
+class DataConfig:
+    """The data set.
+
+    Attributes:
+        dataset: "digits" (scikit-learn's bundled 8x8 digits) or a TFDS
+            image-classification name such as "cifar10".
+        data_dir: TFDS data directory (None: TFDS default).
+        image_size: side the images are resized to.
+        validation_fraction: share of the training split held out to
+            validate the search (never the test split).
+        max_examples: cap on the training examples (None: all).
+        augment: random crop (pad 4) and, except for digits, flips.
+    """
+
+    dataset: str = "cifar10"
+    data_dir: str | None = None
+    image_size: int = 32
+    validation_fraction: float = 0.1
+    max_examples: int | None = None
+    augment: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RuntimeConfig:
+    """How the job runs.
+
+    Attributes:
+        strategy: default | one_device | mirrored | multi_worker_mirrored.
+        seed: seed of the data order, the α initialisation and the noise.
+        jit_compile: XLA; off by default (on CPU it is far slower here).
+        intra_op_threads: TF intra-op threads (0: TF default).
+        inter_op_threads: TF inter-op threads (0: TF default).
+        verbose: Keras progress output (0 silent, 1 bar, 2 line per epoch).
+    """
+
+    strategy: str = "default"
+    seed: int = 0
+    jit_compile: bool = False
+    intra_op_threads: int = 0
+    inter_op_threads: int = 0
+    verbose: int = 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """A whole search job.
+
+    Attributes:
+        model: the supernet.
+        search: the search procedure.
+        data: the data set.
+        runtime: devices, seeds, threads.
+    """
+
+    model: ModelConfig = ModelConfig()
+    search: SearchConfig = SearchConfig()
+    data: DataConfig = DataConfig()
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
+def _check_value(value, annotation, key):
+    """Returns `value` converted to `annotation`, or raises naming `key`."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(annotation)
+        if value is None and type(None) in options:
+            return None
+        annotation = next(a for a in options if a is not type(None))
+    if annotation is tuple and isinstance(value, (list, tuple)):
+        return tuple(value)
+    if (
+        annotation is float
+        and isinstance(value, int)
+        and not isinstance(value, bool)
+    ):
+        return float(value)
+    if isinstance(annotation, type) and isinstance(value, annotation):
+        if annotation is int and isinstance(value, bool):
+            pass
+        else:
+            return value
+    name = getattr(annotation, "__name__", str(annotation))
+    raise ValueError(
+        f"Config key {key!r} expects {name}, got {value!r} "
+        f"({type(value).__name__})."
+    )
+
+
+def _build(cls, data, prefix=""):
+    if not isinstance(data, dict):
+        raise ValueError(
+            f"Config section {prefix.rstrip('.') or 'root'!r} must be a "
+            f"mapping, got {data!r}."
+        )
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    kwargs = {}
+    for key, value in data.items():
+        if key not in fields:
+            raise ValueError(
+                f"Unknown config key {prefix + str(key)!r}. Valid keys: "
+                f"{sorted(prefix + k for k in fields)}."
+            )
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+        else:
+            kwargs[key] = _check_value(value, hint, prefix + key)
+    return cls(**kwargs)
+
+
+def _merge(base, update):
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _override_to_dict(text):
+    if "=" not in text:
+        raise ValueError(
+            f"Override {text!r} must look like section.key=value, e.g. "
+            "search.epochs=10."
+        )
+    key, raw = text.split("=", 1)
+    value = yaml.safe_load(raw) if raw.strip() else None
+    out = value
+    for part in reversed(key.strip().split(".")):
+        out = {part: out}
+    return out
+
+
+def load_config(paths=(), overrides=()) -> Config:
+    """Builds a `Config` from defaults, YAML files and overrides.
+
+    Args:
+        paths: YAML files, merged in order.
+        overrides: strings like `"search.epochs=10"` (values parsed as YAML).
+
+    Returns:
+        The frozen `Config`.
+
+    Raises:
+        ValueError: for a missing file, invalid YAML, an unknown key or a
+            value of the wrong type (the message names it).
+    """
+    data = {}
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"Config file {str(path)!r} does not exist.")
+        with open(path) as f:
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as e:
+                raise ValueError(f"Invalid YAML in {str(path)!r}: {e}") from e
+        if not isinstance(loaded, dict):
+            raise ValueError(
+                f"Config file {str(path)!r} must hold a mapping, got "
+                f"{type(loaded).__name__}."
+            )
+        data = _merge(data, loaded)
+    for text in overrides:
+        data = _merge(data, _override_to_dict(text))
+    return _build(Config, data)
+
+
+def config_to_dict(config) -> dict:
+    """The config as plain YAML-able data (tuples become lists)."""
+
+    def plain(value):
+        if isinstance(value, tuple):
+            return [plain(v) for v in value]
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        return value
+
+    return plain(dataclasses.asdict(config))
+
+
+def write_atomic(path, text: str) -> None:
+    """Writes `text` to `path` via a temporary file and a rename, so a
+    crash never leaves a half-written file."""
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def save_config(config: Config, path) -> None:
+    """Writes the resolved config as YAML, atomically."""
+    write_atomic(path, yaml.safe_dump(config_to_dict(config), sort_keys=False))

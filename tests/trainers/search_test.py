@@ -1,0 +1,67 @@
+"""End-to-end: a tiny search on the bundled digits through the CLI path."""
+
+import json
+import os
+
+import pytest
+
+from snas_tf.config import load_config
+from snas_tf.genotype import Genotype
+from snas_tf.trainers import cli
+from snas_tf.trainers.search import run_search
+
+TINY = [
+    "model.channels=4",
+    "model.num_cells=3",
+    "model.num_nodes=2",
+    "model.primitives=[none, max_pool_3x3, skip_connect, sep_conv_3x3]",
+    "search.epochs=2",
+    "search.batch_size=16",
+    "data.dataset=digits",
+    "data.image_size=8",
+    "data.max_examples=96",
+    "runtime.verbose=0",
+]
+
+
+@pytest.mark.slow
+def test_run_search_writes_every_output(tmp_path):
+    config = load_config([], TINY)
+    summary = run_search(config, tmp_path)
+    for name in ("config.yaml", "genotype.json", "history.json"):
+        assert (tmp_path / name).is_file(), name
+    assert os.listdir(tmp_path / "checkpoints")
+    assert os.listdir(tmp_path / "logs")
+    assert load_config([tmp_path / "config.yaml"]) == config
+    genotype = Genotype.from_json((tmp_path / "genotype.json").read_text())
+    assert genotype.to_string() == summary["genotype"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    epochs = history["epochs"]
+    assert [e["epoch"] for e in epochs] == [0, 1]
+    # λ follows the schedule; supernet and child accuracy are both logged.
+    assert epochs[0]["temperature"] == pytest.approx(1.0)
+    assert epochs[1]["temperature"] == pytest.approx(0.03)
+    for key in ("val_accuracy", "val_child_accuracy", "entropy_normal"):
+        assert key in epochs[-1]
+    assert len(history["history"]["loss"]) == 2
+
+
+def test_cli_reports_a_bad_override_in_one_line(tmp_path, capsys):
+    code = cli.main(
+        ["search", "--override", "search.epoch=1", "--model-dir", str(tmp_path)]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "'search.epoch'" in err
+    assert not os.listdir(tmp_path)
+
+
+def test_cli_unknown_dataset_is_a_clear_error(tmp_path, capsys):
+    code = cli.main(
+        ["search", "--model-dir", str(tmp_path / "run")]
+        + [f"--override={o}" for o in TINY]
+        + ["--override", "data.dataset=no_such_dataset"]
+    )
+    err = capsys.readouterr().err
+    assert code == 2 and "no_such_dataset" in err
+    assert not (tmp_path / "run").exists()

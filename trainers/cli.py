@@ -1,0 +1,85 @@
+"""The `snas` command line: thin wrappers over importable `run_*` functions.
+
+Errors in the user's input (bad config keys or values, unknown names) print
+one line naming the bad value and exit with status 2; `--debug` shows the
+traceback instead.
+"""
+
+import argparse
+import os
+import sys
+
+
+def _search_parser(sub):
+    p = sub.add_parser(
+        "search",
+        help="Run an SNAS architecture search.",
+        description="Search a cell architecture with SNAS and write "
+        "config.yaml, genotype.json, history.json, checkpoints and "
+        "TensorBoard logs into --model-dir.",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="YAML config file; repeat to merge several, later ones win.",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Set one config value, e.g. search.epochs=10; repeatable; "
+        "applied after the files.",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="Output directory (default: runs/search-<timestamp>).",
+    )
+    return p
+
+
+def _run_search(args):
+    import time
+
+    from snas_tf.config import load_config
+    from snas_tf.trainers.search import run_search
+
+    config = load_config(args.config, args.override)
+    model_dir = args.model_dir or os.path.join(
+        "runs", time.strftime("search-%Y%m%d-%H%M%S")
+    )
+    summary = run_search(config, model_dir)
+    last = summary["last_epoch"]
+    print(f"Genotype: {summary['genotype']}")
+    for key in ("val_accuracy", "val_child_accuracy"):
+        if key in last:
+            print(f"{key}: {last[key]:.4f}")
+    print(f"Outputs written to {model_dir}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="snas",
+        description="SNAS: stochastic neural architecture search in Keras.",
+    )
+    parser.add_argument(
+        "--debug", action="store_true", help="Show full tracebacks."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    _search_parser(sub)
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "search":
+            _run_search(args)
+    except (ValueError, TypeError) as e:
+        if args.debug:
+            raise
+        print(f"snas {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,136 @@
+"""The SNAS search job: `run_search(config, model_dir)`.
+
+Writes into `model_dir`: `config.yaml` (first), `logs/` (TensorBoard),
+`checkpoints/` (weights every epoch), `history.json` (per-epoch metrics and
+genotypes) and `genotype.json` (the final derived architecture).
+"""
+
+import json
+import os
+
+import keras
+import tensorflow as tf
+
+from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
+from snas_tf.config import Config, save_config, write_atomic
+from snas_tf.data import search_data
+from snas_tf.genotype import derive_genotype
+from snas_tf.models import SNASSupernet
+from snas_tf.strategy import make_strategy
+
+
+def configure_threads(runtime) -> None:
+    """Sets TF's thread pools; must run before TensorFlow runs any op."""
+    try:
+        if runtime.intra_op_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(
+                runtime.intra_op_threads
+            )
+        if runtime.inter_op_threads:
+            tf.config.threading.set_inter_op_parallelism_threads(
+                runtime.inter_op_threads
+            )
+    except RuntimeError:
+        # TF already initialised (e.g. a second job in one process): keep
+        # the pools it has.
+        pass
+
+
+def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
+    """The compiled supernet of `config`; call inside the strategy scope."""
+    m, s = config.model, config.search
+    model = SNASSupernet(
+        num_classes=num_classes,
+        channels=m.channels,
+        num_cells=m.num_cells,
+        num_nodes=m.num_nodes,
+        primitives=m.primitives,
+        stem_multiplier=m.stem_multiplier,
+        mode=s.mode,
+        resource_estimator=s.resource_estimator,
+        penalty_strength=s.penalty_strength,
+        seed=config.runtime.seed,
+    )
+    lr = keras.optimizers.schedules.CosineDecay(
+        s.learning_rate,
+        decay_steps=max(1, s.epochs * steps_per_epoch),
+        alpha=s.learning_rate_min / s.learning_rate,
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr, momentum=s.momentum),
+        arch_optimizer=keras.optimizers.Adam(
+            s.arch_learning_rate, beta_1=s.arch_beta_1, beta_2=s.arch_beta_2
+        ),
+        weight_decay=s.weight_decay,
+        arch_weight_decay=s.arch_weight_decay,
+        clipnorm=s.clipnorm,
+        arch_clipnorm=s.arch_clipnorm,
+        jit_compile=config.runtime.jit_compile,
+    )
+    return model
+
+
+def run_search(config: Config, model_dir) -> dict:
+    """Runs a search and writes its outputs into `model_dir`.
+
+    Args:
+        config: the resolved `Config`.
+        model_dir: output directory (created if needed).
+
+    Returns:
+        A summary dict: final genotype (compact string), last epoch's logs
+        and the output paths.
+    """
+    configure_threads(config.runtime)
+    keras.utils.set_random_seed(config.runtime.seed)
+    strategy = make_strategy(config.runtime.strategy)
+    s = config.search
+    # Data first: a bad data set fails before anything is written.
+    data = search_data(config.data, s.batch_size, config.runtime.seed)
+    os.makedirs(model_dir, exist_ok=True)
+    save_config(config, os.path.join(model_dir, "config.yaml"))
+    with strategy.scope():
+        model = build_supernet(config, data.num_classes, data.steps_per_epoch)
+        model.build((None,) + data.input_shape)
+    monitor = SearchMonitor(s.derivation_rule)
+    callbacks = [
+        TemperatureScheduler(
+            s.epochs,
+            s.temperature_initial,
+            s.temperature_final,
+            s.temperature_schedule,
+        ),
+        monitor,
+        keras.callbacks.ModelCheckpoint(
+            os.path.join(model_dir, "checkpoints", "epoch.weights.h5"),
+            save_weights_only=True,
+        ),
+        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+    ]
+    history = model.fit(
+        data.train,
+        validation_data=data.validation,
+        epochs=s.epochs,
+        callbacks=callbacks,
+        verbose=config.runtime.verbose,
+        shuffle=False,  # the pipeline shuffles
+    )
+    genotype = derive_genotype(
+        keras.ops.convert_to_numpy(model.arch_logits_normal),
+        keras.ops.convert_to_numpy(model.arch_logits_reduce),
+        s.derivation_rule,
+        model.search_space,
+    )
+    genotype_path = os.path.join(model_dir, "genotype.json")
+    write_atomic(genotype_path, genotype.to_json(indent=2) + "\n")
+    records = {"epochs": monitor.records, "history": history.history}
+    write_atomic(
+        os.path.join(model_dir, "history.json"),
+        json.dumps(records, indent=2, default=float) + "\n",
+    )
+    return {
+        "genotype": genotype.to_string(),
+        "last_epoch": monitor.records[-1] if monitor.records else {},
+        "model_dir": str(model_dir),
+        "genotype_path": genotype_path,
+    }
