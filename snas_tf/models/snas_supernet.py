@@ -411,8 +411,24 @@ class SNASSupernet(keras.Model):
             )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        # Keras cannot XLA-compile the whole step under a multi-replica
+        # strategy ("resource located in device CPU:1"); compile the
+        # per-replica forward/backward pass instead.
+        jit = kwargs.pop("jit_compile", "auto")
+        replica_jit = (
+            jit is True and self.distribute_strategy.num_replicas_in_sync > 1
+        )
         super().compile(
-            optimizer=optimizer, loss=loss, metrics=list(metrics), **kwargs
+            optimizer=optimizer,
+            loss=loss,
+            metrics=list(metrics),
+            jit_compile=False if replica_jit else jit,
+            **kwargs,
+        )
+        self._gradient_fn = (
+            tf.function(self._loss_and_gradients, jit_compile=True)
+            if replica_jit
+            else self._loss_and_gradients
         )
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         for opt in (self.optimizer, self.arch_optimizer):
@@ -449,12 +465,15 @@ class SNASSupernet(keras.Model):
             ]
         optimizer.apply_gradients(zip(grads, variables, strict=True))
 
-    def train_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._ensure_built(x)
+    def _loss_and_gradients(self, x, y, sample_weight, noise):
+        """Forward pass, one loss, one backward pass (SNAS §3.1).
+
+        Returns (loss, penalty, y_pred, gradients of weights + α); `loss`
+        is the replica-scaled cross-entropy, without the penalty.
+        """
         weights, arch = self.weight_variables, self.arch_variables
         with tf.GradientTape() as tape:
-            sample = self.sample_architecture()
+            sample = self.sample_architecture(noise=noise)
             y_pred = self.forward(x, sample, training=True)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
@@ -462,8 +481,21 @@ class SNASSupernet(keras.Model):
             penalty = self.resource_penalty(sample)
             # One loss: the penalty joins the replica-scaled loss.
             total = loss + _per_replica(self.penalty_strength * penalty)
-        # One backward pass for θ and α together (SNAS §3.1).
-        grads = tape.gradient(total, weights + arch)
+        return loss, penalty, y_pred, tape.gradient(total, weights + arch)
+
+    # Autograph is not needed (Python control flow here is static) and its
+    # conversion of this large graph costs a fifth of the trace time.
+    @tf.autograph.experimental.do_not_convert
+    def train_step(self, data):
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        self._ensure_built(x)
+        weights, arch = self.weight_variables, self.arch_variables
+        # The noise is drawn outside the (optionally XLA-compiled) pass:
+        # the seed generator's state update stays out of it.
+        noise = self.draw_noise() if self.mode == "snas" else None
+        loss, penalty, y_pred, grads = self._gradient_fn(
+            x, y, sample_weight, noise
+        )
         self._apply_update(
             self.optimizer,
             grads[: len(weights)],
@@ -493,6 +525,7 @@ class SNASSupernet(keras.Model):
         if not self.optimizer.built:
             self.optimizer.build(self.weight_variables)
 
+    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)

@@ -265,3 +265,19 @@ def test_clip_global_clips_the_summed_gradient_once(mirrored):
     # each replica holds half, so the optimizer's sum gives the clip.
     for r in results:
         np.testing.assert_allclose(r, [0.75, 1.0], atol=1e-6)
+
+
+@pytest.mark.slow
+def test_xla_under_mirrored_compiles_the_per_replica_pass(mirrored):
+    with mirrored.scope():
+        model = tiny_supernet()
+        model.compile(jit_compile=True)
+    assert model.jit_compile is False  # Keras' whole-step XLA fails here
+    assert model._gradient_fn.function_spec.jit_compile is True
+    x, y = tiny_data(n=4)
+    history = model.fit(x, y, batch_size=4, epochs=2, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+    first, second = mirrored.experimental_local_results(
+        model.arch_logits_reduce.value
+    )
+    np.testing.assert_array_equal(first, second)
