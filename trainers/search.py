@@ -15,7 +15,7 @@ from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
 from snas_tf.config import Config, save_config, write_atomic
 from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
-from snas_tf.models import SNASSupernet
+from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.strategy import make_strategy
 
 
@@ -51,16 +51,19 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
         penalty_strength=s.penalty_strength,
         seed=config.runtime.seed,
     )
-    lr = keras.optimizers.schedules.CosineDecay(
+    optimizer, arch_optimizer = default_search_optimizers(
+        s.epochs,
+        steps_per_epoch,
         s.learning_rate,
-        decay_steps=max(1, s.epochs * steps_per_epoch),
-        alpha=s.learning_rate_min / s.learning_rate,
+        s.learning_rate_min,
+        s.momentum,
+        s.arch_learning_rate,
+        s.arch_beta_1,
+        s.arch_beta_2,
     )
     model.compile(
-        optimizer=keras.optimizers.SGD(lr, momentum=s.momentum),
-        arch_optimizer=keras.optimizers.Adam(
-            s.arch_learning_rate, beta_1=s.arch_beta_1, beta_2=s.arch_beta_2
-        ),
+        optimizer=optimizer,
+        arch_optimizer=arch_optimizer,
         weight_decay=s.weight_decay,
         arch_weight_decay=s.arch_weight_decay,
         clipnorm=s.clipnorm,

@@ -76,26 +76,37 @@ def _clip_global(grads, clipnorm):
     return grads
 
 
-def default_search_optimizers(epochs: int, steps_per_epoch: int):
-    """The paper's optimizers (SNAS.md §3).
+def default_search_optimizers(
+    epochs: int,
+    steps_per_epoch: int,
+    learning_rate: float = 0.025,
+    learning_rate_min: float = 0.001,
+    momentum: float = 0.9,
+    arch_learning_rate: float = 3e-4,
+    arch_beta_1: float = 0.5,
+    arch_beta_2: float = 0.999,
+):
+    """The paper's optimizers (SNAS.md §3), defaults as published.
 
-    Weights: SGD momentum 0.9, lr 0.025 cosine-decayed to 0.001 over the
-    search. Architecture: Adam lr 3e-4, betas (0.5, 0.999) as in the paper
-    (the reference's single-GPU code uses plain SGD; decision: Adam).
-    Weight decay (3e-4, 1e-3) and clipping (5, 10) are `compile` arguments
-    of `SNASSupernet`, applied as the reference does.
+    Weights: SGD with momentum, the learning rate cosine-decayed from
+    `learning_rate` to `learning_rate_min` over the search. Architecture:
+    Adam as in the paper (the reference's single-GPU code uses plain SGD;
+    decision: Adam). Weight decay (3e-4, 1e-3) and clipping (5, 10) are
+    `compile` arguments of `SNASSupernet`, applied as the reference does.
 
     Returns:
         `(optimizer, arch_optimizer)`.
     """
     lr = keras.optimizers.schedules.CosineDecay(
-        0.025,
+        learning_rate,
         decay_steps=max(1, epochs * steps_per_epoch),
-        alpha=0.001 / 0.025,
+        alpha=learning_rate_min / learning_rate,
     )
     return (
-        keras.optimizers.SGD(lr, momentum=0.9),
-        keras.optimizers.Adam(3e-4, beta_1=0.5, beta_2=0.999),
+        keras.optimizers.SGD(lr, momentum=momentum),
+        keras.optimizers.Adam(
+            arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
+        ),
     )
 
 
@@ -376,7 +387,7 @@ class SNASSupernet(keras.Model):
 
     def compile(
         self,
-        optimizer="sgd",
+        optimizer=None,
         arch_optimizer=None,
         loss=None,
         metrics=("accuracy",),
@@ -389,7 +400,9 @@ class SNASSupernet(keras.Model):
         """Configures the search.
 
         Args:
-            optimizer: optimizer of the network weights θ.
+            optimizer: optimizer of the network weights θ; default SGD
+                lr 0.025 momentum 0.9 (constant: use
+                `default_search_optimizers` for the paper's cosine decay).
             arch_optimizer: optimizer of α; default Adam(3e-4, 0.5, 0.999).
             loss: default sparse categorical cross-entropy on logits.
             metrics: metrics of the supernet's (sampled) predictions.
@@ -405,6 +418,8 @@ class SNASSupernet(keras.Model):
             ValueError: if an optimizer has its own clipping set, which
                 would clip per replica before the all-reduce.
         """
+        if optimizer is None:
+            optimizer = keras.optimizers.SGD(0.025, momentum=0.9)
         if arch_optimizer is None:
             arch_optimizer = keras.optimizers.Adam(
                 3e-4, beta_1=0.5, beta_2=0.999

@@ -281,3 +281,16 @@ def test_xla_under_mirrored_compiles_the_per_replica_pass(mirrored):
         model.arch_logits_reduce.value
     )
     np.testing.assert_array_equal(first, second)
+
+
+def test_default_search_optimizers_follow_the_paper():
+    from snas_tf.models import default_search_optimizers
+
+    sgd, adam = default_search_optimizers(epochs=10, steps_per_epoch=5)
+    # The learning rate is evaluated at the optimizer's step counter.
+    assert float(sgd.learning_rate) == pytest.approx(0.025)
+    sgd.iterations.assign(50)
+    assert float(sgd.learning_rate) == pytest.approx(0.001)
+    assert sgd.momentum == pytest.approx(0.9)
+    assert float(adam.learning_rate) == pytest.approx(3e-4)
+    assert (adam.beta_1, adam.beta_2) == (0.5, 0.999)
