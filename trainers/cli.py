@@ -40,6 +40,72 @@ def _search_parser(sub):
     return p
 
 
+def _summary_parser(sub):
+    p = sub.add_parser(
+        "summary",
+        help="Parameters and multiply-adds of a genotype's child network.",
+        description="Build the child network of a genotype and print its "
+        "trainable parameters (auxiliary head excluded, the paper's "
+        "convention; also with it) and multiply-adds per image.",
+    )
+    p.add_argument(
+        "--genotype",
+        required=True,
+        help="Registry name (SNAS_mild, SNAS_moderate, SNAS_aggressive, "
+        "DARTS_V2), a genotype.json path, a JSON string or a compact string.",
+    )
+    p.add_argument(
+        "--network",
+        choices=("cifar", "imagenet"),
+        default="cifar",
+        help="Network family (default: cifar).",
+    )
+    p.add_argument(
+        "--layers", type=int, help="Cells (default: 20 cifar, 14 imagenet)."
+    )
+    p.add_argument(
+        "--channels",
+        type=int,
+        help="Initial channels (default: 36 cifar, 48 imagenet).",
+    )
+    p.add_argument("--classes", type=int, help="Classes (default: 10 / 1000).")
+    p.add_argument(
+        "--image-size", type=int, help="Image side (default: 32 / 224)."
+    )
+    p.add_argument("--json", action="store_true", help="Print JSON.")
+    return p
+
+
+def _run_summary(args):
+    import json
+
+    from snas_tf.trainers.summary import summarize
+
+    result = summarize(
+        args.genotype,
+        args.network,
+        args.layers,
+        args.channels,
+        args.classes,
+        args.image_size,
+    )
+    if args.json:
+        print(json.dumps(result, indent=2))
+        return
+    print(
+        f"{result['network']} network, {result['layers']} cells, "
+        f"{result['channels']} channels, {result['classes']} classes, "
+        f"{result['image_size']}x{result['image_size']} images"
+    )
+    print(f"genotype: {result['genotype']}")
+    print(f"parameters (no auxiliary head): {result['params'] / 1e6:.2f}M")
+    print(
+        "parameters (with auxiliary head): "
+        f"{result['params_with_auxiliary'] / 1e6:.2f}M"
+    )
+    print(f"multiply-adds per image: {result['multiply_adds'] / 1e6:.0f}M")
+
+
 def _run_search(args):
     import time
 
@@ -69,10 +135,11 @@ def main(argv=None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
+    _summary_parser(sub)
     args = parser.parse_args(argv)
+    commands = {"search": _run_search, "summary": _run_summary}
     try:
-        if args.command == "search":
-            _run_search(args)
+        commands[args.command](args)
     except (ValueError, TypeError) as e:
         if args.debug:
             raise

@@ -1,5 +1,18 @@
-"""The search supernet (and, later, child networks)."""
+"""The search supernet and the child networks of derived genotypes."""
 
+from snas_tf.models.child_network import (
+    build_child_network,
+    count_parameters,
+    inference_model,
+    multiply_adds,
+)
 from snas_tf.models.snas_supernet import SNASSupernet, default_search_optimizers
 
-__all__ = ["SNASSupernet", "default_search_optimizers"]
+__all__ = [
+    "SNASSupernet",
+    "build_child_network",
+    "count_parameters",
+    "default_search_optimizers",
+    "inference_model",
+    "multiply_adds",
+]

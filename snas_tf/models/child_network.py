@@ -9,8 +9,8 @@ TFMOT) with the same layer names in the same order.
 
 Layer names are deterministic: `stem_*`, `cell{i}_pre{0,1}_*`,
 `cell{i}_node{j}_edge{source}_{op}_*`, `cell{i}_node{j}_add`,
-`cell{i}_concat`, `global_pool`, `classifier`, and `aux_*` for the
-auxiliary head.
+`cell{i}_node{j}_zeros_*` (a node without edges), `cell{i}_concat`,
+`global_pool`, `classifier`, and `aux_*` for the auxiliary head.
 
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
@@ -170,14 +170,6 @@ def _stem(images, network: str, channels: int, layers):
 def _auxiliary_head(x, network: str, num_classes: int, layers):
     """DARTS AuxiliaryHead{CIFAR,ImageNet}: logits from cell 2L//3."""
     stride = _AUX_POOL_STRIDE[network]
-    side = min(x.shape[1], x.shape[2])
-    if (side - 5) // stride + 1 < 2:
-        raise ValueError(
-            f"The auxiliary head needs a feature map of at least "
-            f"{5 + stride} pixels per side after cell 2L//3; got "
-            f"{tuple(x.shape[1:3])}. Use a larger image_size or "
-            "auxiliary=False."
-        )
     x = layers.ReLU(name="aux_relu1")(x)
     # Valid padding: count_include_pad=False has nothing to exclude.
     x = layers.AveragePooling2D(5, strides=stride, name="aux_pool")(x)
@@ -210,6 +202,26 @@ def _check_args(network, num_classes, channels, num_layers, image_size):
     if channels % 2:
         # FactorizedReduce and the ImageNet stem split C in halves.
         raise ValueError(f"channels must be even, got {channels}.")
+
+
+def _check_aux_input(network: str, image_size: int, num_layers: int):
+    """Checks, before building, that the auxiliary head fits its input."""
+    # The ImageNet stem halves the side three times; each reduction cell up
+    # to and including cell 2L//3 once more ("same" padding: ceil).
+    side = image_size
+    for _ in range(3 if network == "imagenet" else 0):
+        side = math.ceil(side / 2)
+    for spec in cell_specs(network, 2, num_layers)[: 2 * num_layers // 3 + 1]:
+        side = math.ceil(side / 2) if spec.reduction else side
+    stride = _AUX_POOL_STRIDE[network]
+    # 5x5 valid pool, then a 2x2 valid conv: the pool must give 2x2 or more.
+    if (side - 5) // stride + 1 < 2:
+        raise ValueError(
+            f"The auxiliary head needs a feature map of at least "
+            f"{5 + stride} pixels per side after cell 2L//3; image_size="
+            f"{image_size} gives {side}. Use a larger image_size or "
+            "auxiliary=False."
+        )
 
 
 def build_child_network(
@@ -254,6 +266,8 @@ def build_child_network(
     """
     genotype = get_genotype(genotype)
     _check_args(network, num_classes, channels, num_layers, image_size)
+    if auxiliary:
+        _check_aux_input(network, image_size, num_layers)
     layers = layers or keras.layers
     images = layers.Input((image_size, image_size, 3), name="images")
     s0, s1 = _stem(images, network, channels, layers)
@@ -287,7 +301,7 @@ def inference_model(model):
     if len(model.outputs) == 1:
         return model
     return type(model)(
-        model.inputs, model.outputs[0], name=f"{model.name}_inference"
+        model.input, model.outputs[0], name=f"{model.name}_inference"
     )
 
 
