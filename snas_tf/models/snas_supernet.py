@@ -76,6 +76,20 @@ def _clip_global(grads, clipnorm):
     return grads
 
 
+def _image_shape(x):
+    """(None, H, W, C) of a batch of images given to `fit`, if knowable
+    without reading the data (arrays, tensors, tf.data element specs)."""
+    if isinstance(x, tf.data.Dataset):
+        spec = x.element_spec
+        spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+        shape = getattr(spec, "shape", None)
+    else:
+        shape = getattr(x, "shape", None)
+    if shape is None or len(shape) != 4:
+        return None
+    return (None,) + tuple(shape[1:])
+
+
 def default_search_optimizers(
     epochs: int,
     steps_per_epoch: int,
@@ -266,6 +280,8 @@ class SNASSupernet(keras.Model):
                 / self.search_space.num_ops
             )
             self.forward(x, ArchSample(z, z), training=False)
+        if getattr(self, "compiled", False):
+            self._build_training_state()
 
     def _cost_tables(self, size):
         """Per-cell resource cost tables, keyed by cell type (None if H is
@@ -463,7 +479,34 @@ class SNASSupernet(keras.Model):
         # the traced step fails under a strategy (STACK-NOTES).
         self.arch_optimizer.build(self.arch_variables)
         if self.built:
-            self.optimizer.build(self.weight_variables)
+            self._build_training_state()
+
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, building the model from the data's shape first
+        so that no variable is created inside the traced step."""
+        if not self.built:
+            shape = _image_shape(x)
+            if shape is not None:
+                with self.distribute_strategy.scope():
+                    self.build(shape)
+        return super().fit(x, y, *args, **kwargs)
+
+    def _build_training_state(self):
+        """Creates the optimizer slots and metric variables eagerly.
+
+        A tf.function that creates variables on its first call is traced a
+        second time; for the supernet's large graph that doubled the first
+        step. With the model built before `fit`, nothing is created inside
+        the traced steps.
+        """
+        with tf.init_scope():
+            if not self.optimizer.built:
+                self.optimizer.build(self.weight_variables)
+            y = ops.zeros((1,), dtype="int32")
+            y_pred = ops.zeros((1, self.num_classes))
+            self.compute_loss(y=y, y_pred=y_pred)
+            self.compute_metrics(None, y, y_pred, None)
+            self.reset_metrics()
 
     def _apply_update(self, optimizer, grads, variables, clipnorm, decay):
         grads = [

@@ -294,3 +294,21 @@ def test_default_search_optimizers_follow_the_paper():
     assert sgd.momentum == pytest.approx(0.9)
     assert float(adam.learning_rate) == pytest.approx(3e-4)
     assert (adam.beta_1, adam.beta_2) == (0.5, 0.999)
+
+
+def test_fit_traces_the_train_step_once():
+    # A step that creates variables (optimizer slots, metric state) on its
+    # first call is traced twice; fit builds everything beforehand.
+    model = tiny_supernet()
+    model.compile(jit_compile=False)
+    traces = []
+    original = model.train_step
+
+    def counting(data):
+        traces.append(1)
+        return original(data)
+
+    model.train_step = counting
+    x, y = tiny_data(n=4)
+    model.fit(x, y, batch_size=2, epochs=2, verbose=0)
+    assert len(traces) == 1
