@@ -126,6 +126,9 @@ def _run_search(args):
 
 
 def main(argv=None) -> int:
+    # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) are
+    # noise for a CLI user; errors still show. An explicit setting wins.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     parser = argparse.ArgumentParser(
         prog="snas",
         description="SNAS: stochastic neural architecture search in Keras.",
