@@ -541,9 +541,6 @@ class SNASSupernet(keras.Model):
             total = loss + _per_replica(self.penalty_strength * penalty)
         return loss, penalty, y_pred, tape.gradient(total, weights + arch)
 
-    # Autograph is not needed (Python control flow here is static) and its
-    # conversion of this large graph costs a fifth of the trace time.
-    @tf.autograph.experimental.do_not_convert
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
@@ -583,7 +580,6 @@ class SNASSupernet(keras.Model):
         if not self.optimizer.built:
             self.optimizer.build(self.weight_variables)
 
-    @tf.autograph.experimental.do_not_convert
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
