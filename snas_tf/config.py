@@ -152,19 +152,14 @@ def _check_value(value, annotation, key):
         if value is None and type(None) in options:
             return None
         annotation = next(a for a in options if a is not type(None))
+    # bool is an int subclass, but True is no valid int or float here.
+    is_bool = isinstance(value, bool)
     if annotation is tuple and isinstance(value, (list, tuple)):
         return tuple(value)
-    if (
-        annotation is float
-        and isinstance(value, int)
-        and not isinstance(value, bool)
-    ):
+    if annotation is float and isinstance(value, int) and not is_bool:
         return float(value)
-    if isinstance(annotation, type) and isinstance(value, annotation):
-        if annotation is int and isinstance(value, bool):
-            pass
-        else:
-            return value
+    if isinstance(value, annotation) and (annotation is bool or not is_bool):
+        return value
     name = getattr(annotation, "__name__", str(annotation))
     raise ValueError(
         f"Config key {key!r} expects {name}, got {value!r} "

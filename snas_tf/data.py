@@ -63,7 +63,8 @@ def _tfds_arrays(name, data_dir):
             f"Unknown dataset {name!r}: {e}. Use 'digits' or a TFDS "
             "image-classification name such as 'cifar10'."
         ) from e
-    ds = tfds.load(name, split="train", as_supervised=True, data_dir=data_dir)
+    builder.download_and_prepare()
+    ds = builder.as_dataset(split="train", as_supervised=True)
     images, labels = [], []
     for image, label in ds.as_numpy_iterator():
         images.append(image)

@@ -575,10 +575,9 @@ class SNASSupernet(keras.Model):
     def _ensure_built(self, x):
         # Without a strategy Keras defers building to the first trace of the
         # step, and this step calls `forward`, not `__call__`.
+        # build() also creates the optimizer slots (the model is compiled).
         if not self.built:
             self.build(tuple(x.shape))
-        if not self.optimizer.built:
-            self.optimizer.build(self.weight_variables)
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
