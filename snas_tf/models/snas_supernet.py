@@ -12,10 +12,11 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from snas_tf import resource_cost
+from snas_tf import resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
+from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.ops import batch_norm
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
@@ -43,37 +44,6 @@ class ArchSample(NamedTuple):
 def reduction_cells(num_cells: int) -> tuple:
     """Indices of the reduction cells: L//3 and 2L//3, as the reference."""
     return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
-
-
-def _num_replicas() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def _per_replica(value):
-    # Each replica's loss is divided by the replica count and the optimizer
-    # sums the replicas' gradients (Keras Loss objects do the same), so a
-    # term computed on every replica is counted once overall.
-    replicas = _num_replicas()
-    return value if replicas == 1 else value / replicas
-
-
-def _clip_global(grads, clipnorm):
-    """Clips the gradient of the global batch by its global norm.
-
-    Keras optimizers clip per replica, before their all-reduce. Here the
-    replicas' gradients are summed first, clipped, then divided by the
-    replica count: the optimizer's own sum then gives the clipped global
-    gradient on every replica.
-    """
-    replicas = _num_replicas()
-    if replicas > 1:
-        ctx = tf.distribute.get_replica_context()
-        grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-    if clipnorm:
-        grads, _ = tf.clip_by_global_norm(grads, clipnorm)
-    if replicas > 1:
-        grads = [g / replicas for g in grads]
-    return grads
 
 
 def _image_shape(x):
@@ -323,17 +293,11 @@ class SNASSupernet(keras.Model):
         """Gumbel noise for both cell types, (2, num_edges, num_ops).
 
         The seed generator's state is a mirrored variable, so every replica
-        would read the same seed; folding in the replica id gives each
-        replica its own noise (SNAS.md §2 decision).
+        would read the same seed; `replica_uniform` folds in the replica id,
+        giving each replica its own noise (SNAS.md §2 decision).
         """
-        seed = ops.cast(self.noise_seed.next(), "int64")
-        ctx = tf.distribute.get_replica_context()
-        if ctx is not None:
-            seed = tf.random.experimental.stateless_fold_in(
-                seed, ctx.replica_id_in_sync_group
-            )
         shape = (2,) + tuple(self.arch_logits_normal.shape)
-        uniform = tf.random.stateless_uniform(shape, seed, alg="philox")
+        uniform = replica_uniform(shape, self.noise_seed)
         return gumbel_softmax.gumbel_noise(uniform)
 
     def sample_architecture(self, arch_mode=None, noise=None) -> ArchSample:
@@ -442,18 +406,14 @@ class SNASSupernet(keras.Model):
             )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        # Keras cannot XLA-compile the whole step under a multi-replica
-        # strategy ("resource located in device CPU:1"); compile the
-        # per-replica forward/backward pass instead.
-        jit = kwargs.pop("jit_compile", "auto")
-        replica_jit = (
-            jit is True and self.distribute_strategy.num_replicas_in_sync > 1
+        jit, replica_jit = training.replica_jit(
+            self, kwargs.pop("jit_compile", "auto")
         )
         super().compile(
             optimizer=optimizer,
             loss=loss,
             metrics=list(metrics),
-            jit_compile=False if replica_jit else jit,
+            jit_compile=jit,
             **kwargs,
         )
         self._gradient_fn = (
@@ -463,14 +423,7 @@ class SNASSupernet(keras.Model):
         )
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         for opt in (self.optimizer, self.arch_optimizer):
-            for attr in ("clipnorm", "global_clipnorm", "clipvalue"):
-                if getattr(opt, attr, None):
-                    raise ValueError(
-                        f"{type(opt).__name__} has {attr}="
-                        f"{getattr(opt, attr)!r}; set clipping with "
-                        "compile(clipnorm=..., arch_clipnorm=...), which "
-                        "clips the global gradient across replicas."
-                    )
+            training.check_no_clipping(opt)
         self.weight_decay = float(weight_decay)
         self.arch_weight_decay = float(arch_weight_decay)
         self.clipnorm = clipnorm
@@ -508,21 +461,6 @@ class SNASSupernet(keras.Model):
             self.compute_metrics(None, y, y_pred, None)
             self.reset_metrics()
 
-    def _apply_update(self, optimizer, grads, variables, clipnorm, decay):
-        grads = [
-            ops.zeros_like(v) if g is None else g
-            for g, v in zip(grads, variables, strict=True)
-        ]
-        grads = _clip_global(grads, clipnorm)
-        if decay:
-            # Coupled L2 as the reference (PyTorch adds wd * w to the
-            # clipped gradient); scaled like the loss so it counts once.
-            grads = [
-                g + _per_replica(decay * v)
-                for g, v in zip(grads, variables, strict=True)
-            ]
-        optimizer.apply_gradients(zip(grads, variables, strict=True))
-
     def _loss_and_gradients(self, x, y, sample_weight, noise):
         """Forward pass, one loss, one backward pass (SNAS §3.1).
 
@@ -538,7 +476,7 @@ class SNASSupernet(keras.Model):
             )
             penalty = self.resource_penalty(sample)
             # One loss: the penalty joins the replica-scaled loss.
-            total = loss + _per_replica(self.penalty_strength * penalty)
+            total = loss + training.per_replica(self.penalty_strength * penalty)
         return loss, penalty, y_pred, tape.gradient(total, weights + arch)
 
     def train_step(self, data):
@@ -551,21 +489,21 @@ class SNASSupernet(keras.Model):
         loss, penalty, y_pred, grads = self._gradient_fn(
             x, y, sample_weight, noise
         )
-        self._apply_update(
+        training.apply_update(
             self.optimizer,
             grads[: len(weights)],
             weights,
             self.clipnorm,
             self.weight_decay,
         )
-        self._apply_update(
+        training.apply_update(
             self.arch_optimizer,
             grads[len(weights) :],
             arch,
             self.arch_clipnorm,
             self.arch_weight_decay,
         )
-        self._track_loss(loss, x)
+        training.track_loss(self, loss, ops.shape(x)[0])
         self.penalty_tracker.update_state(penalty)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         # The child accuracy is measured in test_step only.
@@ -588,20 +526,13 @@ class SNASSupernet(keras.Model):
         loss = self.compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=False
         )
-        self._track_loss(loss, x)
+        training.track_loss(self, loss, ops.shape(x)[0])
         child = self(x, training=False, arch_mode="argmax")
         self.child_accuracy.update_state(y, child, sample_weight)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         # The penalty is a training quantity; evaluation does not track it.
         logs.pop(self.penalty_tracker.name, None)
         return logs
-
-    def _track_loss(self, loss, x):
-        # compute_loss divides by the replica count; report the true value.
-        loss = loss * _num_replicas()
-        for metric in self.metrics:
-            if metric.name == "loss":
-                metric.update_state(loss, sample_weight=ops.shape(x)[0])
 
     def get_config(self):
         config = super().get_config()

@@ -1,0 +1,47 @@
+"""Tests of the shared gradient handling (global clip, coupled L2)."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from snas_tf import training
+
+
+def test_clip_global_clips_the_summed_gradient_once(mirrored):
+    g = [np.array([3.0, 0.0], "float32"), np.array([0.0, 4.0], "float32")]
+    per_replica = mirrored.experimental_distribute_values_from_function(
+        lambda ctx: tf.constant(g[ctx.replica_id_in_sync_group])
+    )
+    out = mirrored.run(
+        lambda t: training.clip_global([t], 2.5)[0], (per_replica,)
+    )
+    results = mirrored.experimental_local_results(out)
+    # Global gradient (3, 4) has norm 5: clipped to 2.5 gives (1.5, 2);
+    # each replica holds half, so the optimizer's sum gives the clip.
+    for r in results:
+        np.testing.assert_allclose(r, [0.75, 1.0], atol=1e-6)
+
+
+def test_apply_update_clips_then_adds_coupled_decay():
+    v = keras.Variable(np.array([1.0, -2.0], "float32"))
+    optimizer = keras.optimizers.SGD(0.5)
+    grad = tf.constant([30.0, 40.0])  # norm 50, clipped to norm 5: (3, 4)
+    training.apply_update(optimizer, [grad], [v], 5.0, 0.1)
+    # w - lr * (clipped g + wd * w), as PyTorch's SGD after clip_grad_norm.
+    expected = np.array([1.0, -2.0]) - 0.5 * (
+        np.array([3.0, 4.0]) + 0.1 * np.array([1.0, -2.0])
+    )
+    np.testing.assert_allclose(np.array(v), expected, rtol=1e-6)
+
+
+def test_a_missing_gradient_leaves_only_the_decay():
+    v = keras.Variable(np.array([2.0], "float32"))
+    training.apply_update(keras.optimizers.SGD(1.0), [None], [v], 5.0, 0.25)
+    np.testing.assert_allclose(np.array(v), [1.5])
+
+
+@pytest.mark.parametrize("attr", ["clipnorm", "global_clipnorm", "clipvalue"])
+def test_an_optimizer_that_clips_by_itself_is_rejected(attr):
+    with pytest.raises(ValueError, match=attr):
+        training.check_no_clipping(keras.optimizers.SGD(0.1, **{attr: 1.0}))
