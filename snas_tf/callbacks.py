@@ -1,9 +1,12 @@
-"""Keras callbacks of the search: temperature annealing and monitoring.
+"""Keras callbacks: temperature annealing and monitoring of the search,
+the drop-path schedule of the retraining.
 
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
-    §2.2 (temperature) and §3.1 (search metrics).
+    §2.2 (temperature), §3.1 (search metrics) and §3.2 (retraining).
 """
+
+import numbers
 
 import keras
 import numpy as np
@@ -11,6 +14,7 @@ import numpy as np
 from snas_tf import resource_cost
 from snas_tf.genotype import derive_genotype
 from snas_tf.layers import gumbel_softmax
+from snas_tf.layers.drop_path import DropPath
 from snas_tf.schedules import temperature_at
 
 
@@ -95,3 +99,74 @@ class SearchMonitor(keras.callbacks.Callback):
         self.records.append(
             {"epoch": epoch, "genotype": genotype.to_string(), **logs}
         )
+
+
+def _drop_path_layers(model):
+    """The `DropPath` layers of `model` and of the models nested in it."""
+    found = []
+    for layer in model.layers:
+        if isinstance(layer, DropPath):
+            found.append(layer)
+        elif isinstance(layer, keras.Model):
+            found.extend(_drop_path_layers(layer))
+    return found
+
+
+class DropPathScheduler(keras.callbacks.Callback):
+    """Ramps the drop-path rate linearly over the retraining.
+
+    At the start of epoch `e` (0-based) every `DropPath` layer of the model
+    gets the rate `drop_path_prob * e / epochs`, as DARTS's and SNAS's
+    train.py set `model.drop_path_prob`. The compiled step reads the
+    layers' `rate` variables, so no retracing happens.
+
+    Args:
+        drop_path_prob: the rate the ramp heads for, in [0, 1) (0.2 in the
+            paper's CIFAR-10 retraining).
+        epochs: epochs of the whole retraining (the ramp's span; a resumed
+            run passes the same value and `initial_epoch`).
+
+    Raises:
+        ValueError: for a rate outside [0, 1) or `epochs` < 1; at the first
+            epoch, if `drop_path_prob` > 0 and the model has no `DropPath`
+            layer (build it with `drop_path=True`).
+
+    Reference:
+        Xie et al., "SNAS: Stochastic Neural Architecture Search",
+        ICLR 2019, §3.2 [C train.py].
+    """
+
+    def __init__(self, drop_path_prob, epochs):
+        super().__init__()
+        if isinstance(drop_path_prob, bool) or not (
+            isinstance(drop_path_prob, numbers.Real)
+            and 0.0 <= drop_path_prob < 1.0
+        ):
+            raise ValueError(
+                f"drop_path_prob must be a number in [0, 1), got "
+                f"{drop_path_prob!r}."
+            )
+        if (
+            isinstance(epochs, bool)
+            or not isinstance(epochs, numbers.Integral)
+            or epochs < 1
+        ):
+            raise ValueError(f"epochs must be an int >= 1, got {epochs!r}.")
+        self.drop_path_prob = float(drop_path_prob)
+        self.epochs = int(epochs)
+
+    def rate_at(self, epoch) -> float:
+        """The drop-path rate of epoch `epoch` (0-based)."""
+        return self.drop_path_prob * epoch / self.epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        layers = _drop_path_layers(self.model)
+        if not layers and self.drop_path_prob > 0:
+            raise ValueError(
+                f"drop_path_prob={self.drop_path_prob} but model "
+                f"{self.model.name!r} has no DropPath layer; build it with "
+                "build_child_network(..., drop_path=True)."
+            )
+        rate = self.rate_at(epoch)
+        for layer in layers:
+            layer.rate.assign(rate)

@@ -2,6 +2,7 @@
 
 from snas_tf.models.child_network import (
     build_child_network,
+    copy_weights_by_name,
     count_parameters,
     inference_model,
     multiply_adds,
@@ -11,6 +12,7 @@ from snas_tf.models.snas_supernet import SNASSupernet, default_search_optimizers
 __all__ = [
     "SNASSupernet",
     "build_child_network",
+    "copy_weights_by_name",
     "count_parameters",
     "default_search_optimizers",
     "inference_model",

@@ -12,6 +12,11 @@ Layer names are deterministic: `stem_*`, `cell{i}_pre{0,1}_*`,
 `cell{i}_node{j}_zeros_*` (a node without edges), `cell{i}_concat`,
 `global_pool`, `classifier`, and `aux_*` for the auxiliary head.
 
+`drop_path=True` (retraining only) puts a `DropPath` layer named
+`{edge}_drop_path` after every edge op but the identity. Every other name
+is unchanged, so `copy_weights_by_name` moves the trained weights into a
+`drop_path=False` build for export, which keeps no custom layer.
+
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
     §3.2-3.3 and App. G [P]; the authors' model_edge_all.py [C], itself
@@ -21,10 +26,12 @@ Reference:
 import dataclasses
 import importlib
 import math
+import zlib
 
 import keras
 
 from snas_tf.genotype import Genotype, get_genotype
+from snas_tf.layers.drop_path import DropPath
 from snas_tf.models.snas_supernet import reduction_cells
 from snas_tf.ops import batch_norm, build_op, factorized_reduce, relu_conv_bn
 from snas_tf.search_space import NUM_CELL_INPUTS
@@ -100,8 +107,19 @@ def _zeros(x, stride, name, layers):
     return layers.Cropping2D(((0, 1), (0, 0)), name=f"{name}_crop")(x)
 
 
-def _cell(s0, s1, nodes, spec: CellSpec, layers):
-    """One child cell [C model_edge_all.Cell]: preprocess, nodes, concat."""
+def _drop_path(name):
+    """A `DropPath` at rate 0 (set by `DropPathScheduler`), seeded from its
+    name so that every edge draws its own masks, reproducibly."""
+    return DropPath(seed=zlib.crc32(name.encode()) % 2**31, name=name)
+
+
+def _cell(s0, s1, nodes, spec: CellSpec, layers, drop_path=False):
+    """One child cell [C model_edge_all.Cell]: preprocess, nodes, concat.
+
+    With `drop_path`, a `DropPath` follows every edge op but the identity
+    (DARTS model.py: `if not isinstance(op, Identity)`); a stride-2
+    `skip_connect` is a FactorizedReduce and gets one.
+    """
     i, c = spec.index, spec.channels
     if spec.reduction_prev:
         pre0 = factorized_reduce(c, True, f"cell{i}_pre0", layers)
@@ -117,15 +135,14 @@ def _cell(s0, s1, nodes, spec: CellSpec, layers):
         for op_name, source in node:
             # Edges leaving the cell inputs of a reduction cell have stride 2.
             stride = 2 if spec.reduction and source < NUM_CELL_INPUTS else 1
+            edge = f"{prefix}_edge{source}_{op_name}"
             op = build_op(
-                op_name,
-                c,
-                stride,
-                affine=True,
-                name=f"{prefix}_edge{source}_{op_name}",
-                layers=layers,
+                op_name, c, stride, affine=True, name=edge, layers=layers
             )
-            branches.append(op(states[source]))
+            x = op(states[source])
+            if drop_path and not op.is_identity:
+                x = _drop_path(f"{edge}_drop_path")(x)
+            branches.append(x)
         if not branches:
             stride = 2 if spec.reduction else 1
             states.append(_zeros(states[1], stride, f"{prefix}_zeros", layers))
@@ -234,6 +251,7 @@ def build_child_network(
     auxiliary: bool = True,
     layers=None,
     name: str | None = None,
+    drop_path: bool = False,
 ):
     """Builds the retrained child network of a genotype [P §3.2-3.3].
 
@@ -255,26 +273,41 @@ def build_child_network(
             `tf_keras.layers` (the TFMOT twin: same names, same weight
             order, so `twin.set_weights(model.get_weights())` works).
         name: model name; defaults to `child_{network}`.
+        drop_path: add a `DropPath` layer (rate 0 until
+            `DropPathScheduler` ramps it) after every edge op but the
+            identity, for retraining [C train.py: drop_path_prob 0.2].
+            Keras 3 only. Build the model to export with `drop_path=False`
+            and `copy_weights_by_name` into it.
 
     Returns:
-        A flat functional model of built-in layers, mapping images
+        A flat functional model of built-in layers (and, with `drop_path`,
+        `DropPath` layers), mapping images
         `(batch, image_size, image_size, 3)` to logits (and aux logits).
 
     Raises:
         ValueError: on an unknown network or genotype, a non-positive or odd
-            size, or a feature map too small for the auxiliary head.
+            size, a feature map too small for the auxiliary head, or
+            `drop_path=True` with a `layers` namespace other than
+            `keras.layers`.
     """
     genotype = get_genotype(genotype)
     _check_args(network, num_classes, channels, num_layers, image_size)
     if auxiliary:
         _check_aux_input(network, image_size, num_layers)
     layers = layers or keras.layers
+    if drop_path and layers is not keras.layers:
+        raise ValueError(
+            f"drop_path=True needs layers=keras.layers, got {layers!r}: "
+            "DropPath is a Keras 3 layer and the tf_keras twin is for export "
+            "and TFMOT. Build the twin with drop_path=False and copy the "
+            "weights with copy_weights_by_name."
+        )
     images = layers.Input((image_size, image_size, 3), name="images")
     s0, s1 = _stem(images, network, channels, layers)
     aux_logits = None
     for spec in cell_specs(network, channels, num_layers):
         nodes = genotype.reduce if spec.reduction else genotype.normal
-        s0, s1 = s1, _cell(s0, s1, nodes, spec, layers)
+        s0, s1 = s1, _cell(s0, s1, nodes, spec, layers, drop_path)
         if auxiliary and spec.index == 2 * num_layers // 3:
             aux_logits = _auxiliary_head(s1, network, num_classes, layers)
     # NetworkImageNet's AvgPool2d(7) on the final 7x7 map (224 input) is a
@@ -290,6 +323,10 @@ def build_child_network(
 def inference_model(model):
     """The logits-only model over the same layers and weights.
 
+    The `DropPath` layers of a `drop_path=True` build stay in it (they pass
+    their input on at inference); for export, build with `drop_path=False`
+    and `copy_weights_by_name` first.
+
     Args:
         model: a model from `build_child_network`.
 
@@ -303,6 +340,50 @@ def inference_model(model):
     return type(model)(
         model.input, model.outputs[0], name=f"{model.name}_inference"
     )
+
+
+def copy_weights_by_name(source, target) -> None:
+    """Copies weights layer by layer, matching layers by name.
+
+    Moves the weights of a `drop_path=True` training build into the
+    `drop_path=False` build that is exported (or into the tf_keras twin):
+    layer names are the same in all of them. Layers of `source` that
+    `target` lacks (the auxiliary head, for a target built with
+    `auxiliary=False`) are ignored, and so are the `DropPath` layers of
+    `target`: their rate is set by `DropPathScheduler`, not learned. Every
+    check runs before anything is copied, so on error `target` is unchanged.
+
+    Args:
+        source: a model from `build_child_network` (Keras 3 or tf_keras).
+        target: a model from `build_child_network` with the same layer
+            names for every layer that has weights.
+
+    Raises:
+        ValueError: naming the layer, if a target layer with weights has no
+            same-named layer in `source`, or their weights differ in number
+            or shape.
+    """
+    by_name = {layer.name: layer for layer in source.layers}
+    pairs = []
+    for layer in target.layers:
+        if not layer.weights or isinstance(layer, DropPath):
+            continue
+        if layer.name not in by_name:
+            raise ValueError(
+                f"Layer {layer.name!r} of {target.name!r} has weights but "
+                f"{source.name!r} has no layer of that name."
+            )
+        values = by_name[layer.name].get_weights()
+        shapes = [tuple(w.shape) for w in layer.weights]
+        if [v.shape for v in values] != shapes:
+            raise ValueError(
+                f"Layer {layer.name!r}: weight shapes {shapes} in "
+                f"{target.name!r}, {[v.shape for v in values]} in "
+                f"{source.name!r}."
+            )
+        pairs.append((layer, values))
+    for layer, values in pairs:
+        layer.set_weights(values)
 
 
 def count_parameters(model, exclude_auxiliary: bool = True) -> int:
@@ -369,6 +450,7 @@ __all__ = [
     "CellSpec",
     "build_child_network",
     "cell_specs",
+    "copy_weights_by_name",
     "count_parameters",
     "inference_model",
     "multiply_adds",

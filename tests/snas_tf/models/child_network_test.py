@@ -9,9 +9,11 @@ import numpy as np
 import pytest
 
 from snas_tf.genotype import Genotype
+from snas_tf.layers import DropPath
 from snas_tf.models.child_network import (
     build_child_network,
     cell_specs,
+    copy_weights_by_name,
     count_parameters,
     inference_model,
     multiply_adds,
@@ -264,3 +266,128 @@ def test_bad_arguments_raise(kwargs, match):
     args = dict(TINY, **kwargs)
     with pytest.raises(ValueError, match=match):
         build_child_network("SNAS_moderate", **args)
+
+
+# Identity edges (stride-1 skip_connect) and a stride-2 skip_connect, which
+# is a FactorizedReduce. L=3 at 8x8: cell 0 normal, cells 1 and 2 reduce.
+SKIP_EDGES = Genotype(
+    normal=[
+        [("skip_connect", 0), ("sep_conv_3x3", 1)],
+        [("skip_connect", 2), ("max_pool_3x3", 0)],
+    ],
+    reduce=[
+        [("skip_connect", 0), ("avg_pool_3x3", 1)],
+        [("skip_connect", 2), ("dil_conv_3x3", 1)],
+    ],
+)
+SMALL = dict(
+    channels=4, num_layers=3, image_size=8, num_classes=3, auxiliary=False
+)
+
+
+def _drop_path_names(genotype, num_layers):
+    """Names of the edges DARTS drops: every op but the identity."""
+    names = set()
+    for spec in cell_specs("cifar", 4, num_layers):
+        nodes = genotype.reduce if spec.reduction else genotype.normal
+        for j, node in enumerate(nodes):
+            for op, source in node:
+                stride = 2 if spec.reduction and source < 2 else 1
+                if op != "skip_connect" or stride == 2:
+                    names.add(
+                        f"cell{spec.index}_node{j}_edge{source}_{op}_drop_path"
+                    )
+    return names
+
+
+def _build_drop_path_model():
+    model = build_child_network(SKIP_EDGES, drop_path=True, **SMALL)
+    _randomize_bn(model)
+    return model
+
+
+@pytest.fixture(scope="module")
+def drop_path_model():
+    return _build_drop_path_model()
+
+
+def test_drop_path_follows_every_non_identity_edge(drop_path_model):
+    drops = [
+        layer for layer in drop_path_model.layers if isinstance(layer, DropPath)
+    ]
+    # Normal cell: 2 of 4 edges; each reduction cell: 3 of 4 (the stride-2
+    # skip_connect included, the stride-1 one from node 0 not).
+    assert len(drops) == 2 + 3 + 3
+    assert {d.name for d in drops} == _drop_path_names(SKIP_EDGES, 3)
+    assert "cell1_node0_edge0_skip_connect_drop_path" in {d.name for d in drops}
+    # Distinct seeds: every edge draws its own masks.
+    assert len({d.seed for d in drops}) == len(drops)
+    for layer in drops:
+        assert float(keras.ops.convert_to_numpy(layer.rate)) == 0.0
+
+
+def test_drop_path_leaves_the_other_layer_names_alone(drop_path_model):
+    plain = build_child_network(SKIP_EDGES, **SMALL)
+    # Same names; the functional graph may list them in another order, so
+    # weights are copied by name, not with set_weights(get_weights()).
+    assert sorted(layer.name for layer in plain.layers) == sorted(
+        layer.name
+        for layer in drop_path_model.layers
+        if not isinstance(layer, DropPath)
+    )
+
+
+def test_copied_weights_give_the_same_inference_outputs():
+    # Its own model: the training-mode calls below update BN statistics.
+    drop_path_model = _build_drop_path_model()
+    for layer in drop_path_model.layers:
+        if isinstance(layer, DropPath):
+            layer.rate.assign(0.2)
+    plain = build_child_network(SKIP_EDGES, **SMALL)
+    copy_weights_by_name(drop_path_model, plain)
+    _assert_flat_builtin(plain, keras.layers)
+    x = _images(size=8, seed=3)
+    expected = drop_path_model(x, training=False)
+    np.testing.assert_array_equal(plain(x, training=False), expected)
+    # Training mode does drop: whole samples of some edges are zeroed.
+    assert not np.allclose(
+        drop_path_model(x, training=True), plain(x, training=True)
+    )
+
+
+def test_copy_weights_by_name_into_the_tf_keras_twin(drop_path_model):
+    import tf_keras
+
+    twin = build_child_network(SKIP_EDGES, layers=tf_keras.layers, **SMALL)
+    copy_weights_by_name(drop_path_model, twin)
+    x = _images(size=8, seed=4).astype("float32")
+    np.testing.assert_allclose(
+        twin(x, training=False),
+        drop_path_model(x, training=False),
+        rtol=1e-4,
+        atol=1e-5,
+    )
+
+
+def test_copy_weights_by_name_checks_names_and_shapes(drop_path_model):
+    with_aux = build_child_network(
+        SKIP_EDGES, **dict(SMALL, image_size=32, auxiliary=True)
+    )
+    before = [w.copy() for w in with_aux.get_weights()]
+    with pytest.raises(ValueError, match="'aux_conv1'.*no layer of that"):
+        copy_weights_by_name(drop_path_model, with_aux)
+    wider = build_child_network(SKIP_EDGES, **dict(SMALL, channels=6))
+    with pytest.raises(ValueError, match="Layer 'stem_conv': weight shapes"):
+        copy_weights_by_name(drop_path_model, wider)
+    # Checked before copying: the failed target is untouched.
+    for a, b in zip(before, with_aux.get_weights(), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_drop_path_needs_keras_3_layers():
+    import tf_keras
+
+    with pytest.raises(ValueError, match="drop_path=True needs layers="):
+        build_child_network(
+            SKIP_EDGES, layers=tf_keras.layers, drop_path=True, **SMALL
+        )
