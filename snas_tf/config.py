@@ -85,25 +85,37 @@ class SearchConfig:
 
 @dataclasses.dataclass(frozen=True)
 class DataConfig:
-    """The data set.
+    """The data set and its pipeline (`snas_tf.data`).
 
     Attributes:
-        dataset: "digits" (scikit-learn's bundled 8x8 digits) or a TFDS
-            image-classification name such as "cifar10".
-        data_dir: TFDS data directory (None: TFDS default).
-        image_size: side the images are resized to.
+        dataset: "digits" (scikit-learn's bundled 8x8 digits),
+            "image_folder" (data_dir/<split>/<label>/<images>) or a TFDS
+            image-classification name such as "cifar10" or "imagenet2012".
+        data_dir: TFDS data directory (None: TFDS default), or the root of
+            the image folder.
+        manual_dir: folder of a manual download (imagenet2012's tar files).
+        image_size: side of the square images the network sees.
         validation_fraction: share of the training split held out to
             validate the search (never the test split).
-        max_examples: cap on the training examples (None: all).
-        augment: random crop (pad 4) and, except for digits, flips.
+        eval_split: split to validate on instead (None: carve for the
+            search; the test split, or imagenet2012's validation split, for
+            the retraining).
+        max_examples: cap on the examples read per split (None: all).
+        augment: "auto" (imagenet for imagenet2012, else cifar), "cifar"
+            (pad, random crop, flip), "imagenet" (random resized crop, flip,
+            colour jitter) or "none".
+        cutout: side of the cutout square (0: off; paper retrain: 16).
     """
 
     dataset: str = "cifar10"
     data_dir: str | None = None
+    manual_dir: str | None = None
     image_size: int = 32
     validation_fraction: float = 0.1
+    eval_split: str | None = None
     max_examples: int | None = None
-    augment: bool = True
+    augment: str = "auto"
+    cutout: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,6 +156,87 @@ class Config:
     runtime: RuntimeConfig = RuntimeConfig()
 
 
+@dataclasses.dataclass(frozen=True)
+class ChildConfig:
+    """The retrained child network (`build_child_network`).
+
+    Attributes:
+        genotype: a `GENOTYPES` name, a JSON or compact string, or a path
+            to a genotype.json (e.g. a search's output).
+        network: "cifar" or "imagenet" (the mobile setting).
+        channels: C of the first cells (CIFAR 36, ImageNet mobile 48).
+        num_layers: cells L (CIFAR 20, ImageNet 14).
+        auxiliary: train with the auxiliary head after cell 2L//3.
+    """
+
+    genotype: str = "SNAS_moderate"
+    network: str = "cifar"
+    channels: int = 36
+    num_layers: int = 20
+    auxiliary: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainConfig:
+    """The retraining procedure (SNAS.md §6; defaults: CIFAR-10).
+
+    Attributes:
+        epochs: training epochs (CIFAR 600, ImageNet 250).
+        batch_size: global batch size (CIFAR 96, ImageNet 128).
+        learning_rate: initial SGD learning rate (CIFAR 0.025, ImageNet 0.1).
+        lr_schedule: "cosine" (to `learning_rate_min` over training) or
+            "exponential" (x `lr_decay` per epoch, ImageNet).
+        learning_rate_min: final learning rate of the cosine schedule.
+        lr_decay: per-epoch factor of the exponential schedule.
+        momentum: SGD momentum.
+        weight_decay: coupled L2, as the reference's PyTorch SGD (CIFAR
+            3e-4, ImageNet 3e-5).
+        clipnorm: global-norm clip of the gradient of the global batch.
+        label_smoothing: label smoothing of the cross-entropy (ImageNet 0.1).
+        auxiliary_weight: weight of the auxiliary head's loss.
+        drop_path_prob: final drop-path probability, ramped linearly from 0
+            over training (CIFAR 0.2).
+        mixed_precision: compute in bfloat16 with float32 variables
+            ("mixed_bfloat16": no loss scaling, so clipping stays exact).
+        sync_batch_norm: with several replicas, BatchNorm uses the global
+            batch's statistics, so multi-device training computes what one
+            device would (the reference trains on one GPU); off: per-replica
+            statistics, without the extra all-reduce per layer.
+    """
+
+    epochs: int = 600
+    batch_size: int = 96
+    learning_rate: float = 0.025
+    lr_schedule: str = "cosine"
+    learning_rate_min: float = 0.0
+    lr_decay: float = 0.97
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    clipnorm: float = 5.0
+    label_smoothing: float = 0.0
+    auxiliary_weight: float = 0.4
+    drop_path_prob: float = 0.2
+    mixed_precision: bool = False
+    sync_batch_norm: bool = True
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrainConfig:
+    """A whole retraining job.
+
+    Attributes:
+        child: the child network.
+        train: the training procedure.
+        data: the data set.
+        runtime: devices, seeds, threads.
+    """
+
+    child: ChildConfig = ChildConfig()
+    train: TrainConfig = TrainConfig()
+    data: DataConfig = DataConfig(cutout=16)
+    runtime: RuntimeConfig = RuntimeConfig()
+
+
 def _check_value(value, annotation, key):
     """Returns `value` converted to `annotation`, or raises naming `key`."""
     origin = typing.get_origin(annotation)
@@ -158,6 +251,12 @@ def _check_value(value, annotation, key):
         return tuple(value)
     if annotation is float and isinstance(value, int) and not is_bool:
         return float(value)
+    if annotation is float and isinstance(value, str):
+        # YAML 1.1 reads "3e-4" (no dot) as a string.
+        try:
+            return float(value)
+        except ValueError:
+            pass
     if isinstance(value, annotation) and (annotation is bool or not is_bool):
         return value
     name = getattr(annotation, "__name__", str(annotation))
@@ -167,7 +266,9 @@ def _check_value(value, annotation, key):
     )
 
 
-def _build(cls, data, prefix=""):
+def _build(base, data, prefix=""):
+    """`base` (a dataclass instance) with the keys of `data` replaced."""
+    cls = type(base)
     if not isinstance(data, dict):
         raise ValueError(
             f"Config section {prefix.rstrip('.') or 'root'!r} must be a "
@@ -184,10 +285,10 @@ def _build(cls, data, prefix=""):
             )
         hint = hints[key]
         if dataclasses.is_dataclass(hint):
-            kwargs[key] = _build(hint, value, f"{prefix}{key}.")
+            kwargs[key] = _build(getattr(base, key), value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_value(value, hint, prefix + key)
-    return cls(**kwargs)
+    return dataclasses.replace(base, **kwargs)
 
 
 def _merge(base, update):
@@ -214,15 +315,16 @@ def _override_to_dict(text):
     return out
 
 
-def load_config(paths=(), overrides=()) -> Config:
-    """Builds a `Config` from defaults, YAML files and overrides.
+def load_config(paths=(), overrides=(), config_class=Config):
+    """Builds a config from defaults, YAML files and overrides.
 
     Args:
         paths: YAML files, merged in order.
         overrides: strings like `"search.epochs=10"` (values parsed as YAML).
+        config_class: `Config` (a search) or `RetrainConfig`.
 
     Returns:
-        The frozen `Config`.
+        The frozen `config_class` instance.
 
     Raises:
         ValueError: for a missing file, invalid YAML, an unknown key or a
@@ -245,7 +347,7 @@ def load_config(paths=(), overrides=()) -> Config:
         data = _merge(data, loaded)
     for text in overrides:
         data = _merge(data, _override_to_dict(text))
-    return _build(Config, data)
+    return _build(config_class(), data)
 
 
 def config_to_dict(config) -> dict:

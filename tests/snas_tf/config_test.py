@@ -6,7 +6,7 @@ import os
 import pytest
 import yaml
 
-from snas_tf.config import Config, load_config, save_config
+from snas_tf.config import Config, RetrainConfig, load_config, save_config
 
 CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
 
@@ -15,8 +15,37 @@ CONFIG_DIR = os.path.join(os.path.dirname(__file__), "..", "..", "configs")
     "path", sorted(glob.glob(os.path.join(CONFIG_DIR, "*.yaml")))
 )
 def test_every_shipped_config_loads(path):
-    config = load_config([path])
-    assert isinstance(config, Config)
+    # *_search.yaml are searches; the others retrainings.
+    cls = Config if path.endswith("_search.yaml") else RetrainConfig
+    config = load_config([path], config_class=cls)
+    assert isinstance(config, cls)
+
+
+def test_retrain_defaults_follow_the_paper():
+    config = load_config(config_class=RetrainConfig)
+    assert (config.child.num_layers, config.child.channels) == (20, 36)
+    assert config.train.epochs == 600 and config.train.batch_size == 96
+    assert config.train.drop_path_prob == pytest.approx(0.2)
+    assert config.data.cutout == 16
+
+
+def test_a_section_override_keeps_the_sections_other_defaults():
+    # RetrainConfig's data default has cutout 16; setting another data key
+    # must not reset it to DataConfig's 0.
+    config = load_config([], ["data.dataset=digits"], RetrainConfig)
+    assert config.data.dataset == "digits" and config.data.cutout == 16
+
+
+def test_mobile_config_is_the_paper_setting():
+    config = load_config(
+        [os.path.join(CONFIG_DIR, "imagenet_mobile.yaml")],
+        config_class=RetrainConfig,
+    )
+    assert config.child.genotype == "SNAS_moderate"
+    assert (config.child.network, config.child.channels) == ("imagenet", 48)
+    assert config.data.image_size == 224
+    assert config.train.label_smoothing == pytest.approx(0.1)
+    assert config.train.lr_schedule == "exponential"
 
 
 def test_defaults_follow_the_paper():
@@ -77,3 +106,11 @@ def test_saved_config_round_trips(tmp_path):
         "skip_connect",
     ]
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".tmp")]
+
+
+def test_a_float_written_without_a_dot_is_a_float():
+    # YAML 1.1 reads 3e-4 as a string; the loader accepts it as a float.
+    config = load_config([], ["search.weight_decay=3e-4"])
+    assert config.search.weight_decay == pytest.approx(3e-4)
+    with pytest.raises(ValueError, match="'lots'"):
+        load_config([], ["search.weight_decay=lots"])
