@@ -10,14 +10,7 @@ import os
 import sys
 
 
-def _search_parser(sub):
-    p = sub.add_parser(
-        "search",
-        help="Run an SNAS architecture search.",
-        description="Search a cell architecture with SNAS and write "
-        "config.yaml, genotype.json, history.json, checkpoints and "
-        "TensorBoard logs into --model-dir.",
-    )
+def _add_config_args(p, job):
     p.add_argument(
         "--config",
         action="append",
@@ -29,13 +22,44 @@ def _search_parser(sub):
         action="append",
         default=[],
         metavar="KEY=VALUE",
-        help="Set one config value, e.g. search.epochs=10; repeatable; "
+        help="Set one config value, e.g. train.epochs=10; repeatable; "
         "applied after the files.",
     )
     p.add_argument(
         "--model-dir",
         default=None,
-        help="Output directory (default: runs/search-<timestamp>).",
+        help=f"Output directory (default: runs/{job}-<timestamp>).",
+    )
+
+
+def _search_parser(sub):
+    p = sub.add_parser(
+        "search",
+        help="Run an SNAS architecture search.",
+        description="Search a cell architecture with SNAS and write "
+        "config.yaml, genotype.json, history.json, checkpoints and "
+        "TensorBoard logs into --model-dir.",
+    )
+    _add_config_args(p, "search")
+    return p
+
+
+def _retrain_parser(sub):
+    p = sub.add_parser(
+        "retrain",
+        help="Retrain the child network of a genotype from scratch.",
+        description="Train the child network of a genotype (a search's "
+        "genotype.json or a registry name) and write config.yaml, "
+        "genotype.json, history.json, checkpoints, TensorBoard logs and "
+        "model.keras (the inference network) into --model-dir. Running "
+        "again with the same --model-dir resumes an interrupted run.",
+    )
+    _add_config_args(p, "retrain")
+    p.add_argument(
+        "--genotype",
+        default=None,
+        help="Registry name, genotype.json path, JSON or compact string "
+        "(default: child.genotype of the config).",
     )
     return p
 
@@ -107,15 +131,11 @@ def _run_summary(args):
 
 
 def _run_search(args):
-    import time
-
     from snas_tf.config import load_config
     from snas_tf.trainers.search import run_search
 
     config = load_config(args.config, args.override)
-    model_dir = args.model_dir or os.path.join(
-        "runs", time.strftime("search-%Y%m%d-%H%M%S")
-    )
+    model_dir = _default_dir(args, "search")
     summary = run_search(config, model_dir)
     last = summary["last_epoch"]
     print(f"Genotype: {summary['genotype']}")
@@ -123,6 +143,32 @@ def _run_search(args):
         if key in last:
             print(f"{key}: {last[key]:.4f}")
     print(f"Outputs written to {model_dir}")
+
+
+def _default_dir(args, job):
+    import time
+
+    return args.model_dir or os.path.join(
+        "runs", time.strftime(f"{job}-%Y%m%d-%H%M%S")
+    )
+
+
+def _run_retrain(args):
+    from snas_tf.config import RetrainConfig, load_config
+    from snas_tf.trainers.retrain import run_retrain
+
+    config = load_config(args.config, args.override, RetrainConfig)
+    model_dir = _default_dir(args, "retrain")
+    summary = run_retrain(config, args.genotype, model_dir)
+    print(f"Genotype: {summary['genotype']}")
+    print(
+        f"Parameters (no auxiliary head): {summary['parameters'] / 1e6:.2f}M"
+        f", multiply-adds: {summary['multiply_adds'] / 1e6:.1f}M"
+    )
+    for key in ("val_accuracy", "val_top5_accuracy"):
+        if summary[key] is not None:
+            print(f"{key}: {summary[key]:.4f}")
+    print(f"Outputs written to {summary['model_dir']}")
 
 
 def main(argv=None) -> int:
@@ -138,9 +184,14 @@ def main(argv=None) -> int:
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
+    _retrain_parser(sub)
     _summary_parser(sub)
     args = parser.parse_args(argv)
-    commands = {"search": _run_search, "summary": _run_summary}
+    commands = {
+        "search": _run_search,
+        "retrain": _run_retrain,
+        "summary": _run_summary,
+    }
     try:
         commands[args.command](args)
     except (ValueError, TypeError) as e:

@@ -89,7 +89,7 @@ def run_search(config: Config, model_dir) -> dict:
     strategy = make_strategy(config.runtime.strategy)
     s = config.search
     # Data first: a bad data set fails before anything is written.
-    data = search_data(config.data, s.batch_size, config.runtime.seed)
+    data = search_data(config.data, s.batch_size, config.runtime.seed, s.epochs)
     os.makedirs(model_dir, exist_ok=True)
     save_config(config, os.path.join(model_dir, "config.yaml"))
     with strategy.scope():
@@ -116,6 +116,7 @@ def run_search(config: Config, model_dir) -> dict:
         epochs=s.epochs,
         callbacks=callbacks,
         verbose=config.runtime.verbose,
+        steps_per_epoch=data.steps_per_epoch,
         shuffle=False,  # the pipeline shuffles
     )
     genotype = derive_genotype(
