@@ -141,3 +141,32 @@ def test_mirrored_retrain_equals_one_device(mirrored, sync, equal):
     )
     # Per-replica BatchNorm statistics differ from the global batch's.
     assert (diff < 1e-4) == equal, diff
+
+
+@pytest.mark.parametrize(
+    "overrides, named",
+    [
+        (["data.dataset=no_such_dataset"], "no_such_dataset"),
+        (["data.dataset=imagenet2012", "data.data_dir={tmp}/tfds"], "manual"),
+        (["data.dataset=image_folder", "data.data_dir={tmp}/empty"], "empty"),
+        (["child.network=mobilenet"], "mobilenet"),
+        (["train.lr_schedule=step"], "step"),
+        (["train.epochs=two"], "'two'"),
+    ],
+)
+def test_cli_bad_input_is_one_line_and_writes_nothing(
+    tmp_path, capsys, overrides, named
+):
+    (tmp_path / "empty" / "train" / "cat").mkdir(parents=True)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "keep.txt").write_text("previous results")
+    args = ["retrain", "--model-dir", str(run)]
+    for o in TINY + overrides:
+        args.append(f"--override={o.format(tmp=tmp_path)}")
+    code = cli.main(args)
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and named in err
+    assert sorted(os.listdir(run)) == ["keep.txt"]
+    assert (run / "keep.txt").read_text() == "previous results"

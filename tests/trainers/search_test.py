@@ -65,3 +65,23 @@ def test_cli_unknown_dataset_is_a_clear_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "no_such_dataset" in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.slow
+def test_run_search_on_mocked_cifar10(tmp_path):
+    import tensorflow_datasets as tfds
+
+    overrides = [o for o in TINY if not o.startswith("data.")] + [
+        "data.dataset=cifar10",
+        "data.image_size=8",
+        "data.cutout=2",
+        "search.batch_size=4",
+        "search.epochs=1",
+    ]
+    config = load_config([], overrides)
+    with tfds.testing.mock_data(num_examples=24):
+        summary = run_search(config, tmp_path)
+    genotype = Genotype.from_json((tmp_path / "genotype.json").read_text())
+    assert genotype.to_string() == summary["genotype"]
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert "val_child_accuracy" in history["epochs"][0]
