@@ -153,6 +153,7 @@ class ChildTrainer(keras.Model):
         return self._update_metrics(self._cross_entropy(y, logits), y, logits)
 
     def _update_metrics(self, loss, y, logits):
+        logits = ops.cast(logits, "float32")  # bfloat16 under mixed precision
         # The loss is the main head's (without the auxiliary term), unscaled.
         self.loss_tracker.update_state(
             loss * training.num_replicas(), sample_weight=ops.shape(y)[0]

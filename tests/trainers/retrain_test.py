@@ -170,3 +170,19 @@ def test_cli_bad_input_is_one_line_and_writes_nothing(
     assert len(err.splitlines()) == 1 and named in err
     assert sorted(os.listdir(run)) == ["keep.txt"]
     assert (run / "keep.txt").read_text() == "previous results"
+
+
+def test_mixed_precision_builds_a_bfloat16_network_and_restores_policy():
+    config = load_config(
+        [], TINY + ["train.mixed_precision=true"], RetrainConfig
+    )
+    data = retrain_data(config.data, config.train.batch_size, seed=0)
+    trainer = build_trainer(
+        config, "SNAS_moderate", data.num_classes, data.steps_per_epoch
+    )
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    conv = trainer.network.get_layer("stem_conv")
+    assert conv.dtype_policy.name == "mixed_bfloat16"
+    assert conv.kernel.dtype == "float32"  # variables stay float32
+    logs = trainer.fit(data.train.take(1), epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"][0])
