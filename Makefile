@@ -10,6 +10,9 @@ $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
+	# The maintained TFLite runtime; without its pinned numpy/protobuf, which
+	# would replace TensorFlow's (STACK-NOTES). Falls back to tf.lite.
+	$(PY) -m pip install --quiet --no-deps 'ai-edge-litert==2.3.0'
 	touch $(STAMP)
 
 lint: $(STAMP)

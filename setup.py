@@ -35,6 +35,8 @@ setup(
         "onnx==1.23.*",
         "tf2onnx==1.17.0",
         "onnxruntime>=1.31,<1.33",
+        # gRPC PredictRequest protos for the TF Serving client.
+        "tensorflow-serving-api==2.21.*",
         "scikit-learn>=1.5,<2",
         "matplotlib>=3.9,<4",
         "pyyaml>=6,<7",
