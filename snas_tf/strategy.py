@@ -5,6 +5,8 @@ import os
 
 import tensorflow as tf
 
+from snas_tf.distribute_compat import patch_keras_for_multi_worker
+
 STRATEGIES = ("default", "one_device", "mirrored", "multi_worker_mirrored")
 
 
@@ -12,7 +14,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """Returns the strategy named `name`.
 
     `mirrored` uses every local GPU (or the CPU); `multi_worker_mirrored`
-    reads the cluster from the `TF_CONFIG` environment variable.
+    reads the cluster from the `TF_CONFIG` environment variable and first
+    applies `snas_tf.distribute_compat.patch_keras_for_multi_worker()`.
 
     Raises:
         ValueError: for an unknown name.
@@ -27,6 +30,8 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     if name == "mirrored":
         return tf.distribute.MirroredStrategy()
     if name == "multi_worker_mirrored":
+        # Stock Keras 3.15 `fit` fails here (keras-team/keras#20585).
+        patch_keras_for_multi_worker()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ValueError(
         f"Unknown strategy {name!r}. Expected one of {STRATEGIES}."
