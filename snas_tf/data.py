@@ -478,6 +478,24 @@ def _eval_pipeline(source, data_config, batch_size, carved):
     )
 
 
+def is_available(data_config) -> bool:
+    """Whether the data set can be read here without a download."""
+    cfg = data_config
+    if cfg.dataset == "digits":
+        return True
+    if cfg.dataset == "image_folder":
+        return bool(cfg.data_dir) and os.path.isdir(
+            os.path.expanduser(cfg.data_dir)
+        )
+    import tensorflow_datasets as tfds
+
+    data_dir = cfg.data_dir and os.path.expanduser(cfg.data_dir)
+    try:
+        return tfds.builder(cfg.dataset, data_dir=data_dir).is_prepared()
+    except Exception:  # unknown names and unreadable directories
+        return False
+
+
 def default_eval_split(data_config) -> str:
     """The held-out split of the retraining: `eval_split`, else the data
     set's `test` split, else its `validation` split."""

@@ -64,6 +64,90 @@ def _retrain_parser(sub):
     return p
 
 
+def _export_parser(sub):
+    p = sub.add_parser(
+        "export",
+        help="Export a child network to SavedModel, TF Serving, TFLite, "
+        "ONNX; verify each against the Keras model.",
+        description="Write the requested formats into --out, each checked "
+        "against the Keras model (float paths to 1e-4, quantized paths by "
+        "top-1 agreement), plus report.json and report.md. If any misses "
+        "its tolerance nothing is published and the exit status is 1.",
+    )
+    p.add_argument(
+        "--model-dir",
+        default=None,
+        help="A `snas retrain` output directory (reads model.keras).",
+    )
+    p.add_argument("--out", required=True, help="Output directory.")
+    p.add_argument(
+        "--formats",
+        nargs="+",
+        default=None,
+        metavar="FORMAT",
+        help="Any of saved_model serving tflite_fp32 tflite_fp16 "
+        "tflite_dynamic tflite_int8 qat_int8 onnx (default: all).",
+    )
+    p.add_argument(
+        "--genotype",
+        default=None,
+        help="Without --model-dir: export this genotype with fresh weights "
+        "(sizes from --config/--override); with it: check it matches.",
+    )
+    p.add_argument(
+        "--config",
+        action="append",
+        default=[],
+        help="Retrain YAML config for a fresh --genotype export.",
+    )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Config override, e.g. data.image_size=224.",
+    )
+    p.add_argument(
+        "--name", default="snas", help="TF Serving model name (default: snas)."
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="Threads for the latency runs."
+    )
+    p.add_argument(
+        "--runs", type=int, default=20, help="Latency runs (batch 1)."
+    )
+    p.add_argument(
+        "--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs."
+    )
+    return p
+
+
+def _run_export(args):
+    from snas_tf.export.exporter import check_formats, export_model, load_source
+
+    check_formats(args.formats)  # fails before any loading
+    source = load_source(
+        args.model_dir, args.genotype, args.config, args.override
+    )
+    report = export_model(
+        source,
+        args.out,
+        args.formats,
+        model_name=args.name,
+        threads=args.threads,
+        latency_runs=args.runs,
+        qat_epochs=args.qat_epochs,
+    )
+    for row in report["artifacts"]:
+        print(
+            f"{row['format']:15s} {row['bytes']:>12,d} B  "
+            f"max|diff| {row['max_abs_diff']:.1e}  "
+            f"top-1 {row['top1_agreement']:.3f}  "
+            f"{row['latency_ms_median']:.2f} ms"
+        )
+    print(f"Report: {os.path.join(args.out, 'report.md')}")
+
+
 def _summary_parser(sub):
     p = sub.add_parser(
         "summary",
@@ -185,11 +269,13 @@ def main(argv=None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     _retrain_parser(sub)
+    _export_parser(sub)
     _summary_parser(sub)
     args = parser.parse_args(argv)
     commands = {
         "search": _run_search,
         "retrain": _run_retrain,
+        "export": _run_export,
         "summary": _run_summary,
     }
     try:
@@ -199,6 +285,12 @@ def main(argv=None) -> int:
             raise
         print(f"snas {args.command}: error: {e}", file=sys.stderr)
         return 2
+    except RuntimeError as e:
+        # A job that ran but failed a check (an export tolerance).
+        if args.debug:
+            raise
+        print(f"snas {args.command}: failed: {e}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,0 +1,128 @@
+"""Tests of `snas export`: every format written, verified, published."""
+
+import json
+import os
+
+import pytest
+
+from snas_tf.config import RetrainConfig, load_config
+from snas_tf.export import exporter
+from snas_tf.trainers import cli
+from snas_tf.trainers.retrain import run_retrain
+
+TINY = [
+    "child.channels=4",
+    "child.num_layers=3",
+    "child.auxiliary=false",
+    "train.epochs=2",
+    "train.batch_size=16",
+    "train.learning_rate=0.05",
+    "train.drop_path_prob=0",
+    "data.dataset=digits",
+    "data.image_size=16",
+    "data.max_examples=400",
+    "data.cutout=0",
+    "runtime.verbose=0",
+]
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    """A finished tiny retraining on digits (trained, so classes are not
+    tied and quantized top-1 agreement means something)."""
+    path = tmp_path_factory.mktemp("retrain")
+    run_retrain(load_config([], TINY, RetrainConfig), "SNAS_moderate", path)
+    return path
+
+
+def _files(root):
+    return sorted(
+        os.path.relpath(os.path.join(d, f), root)
+        for d, _, files in os.walk(root)
+        for f in files
+    )
+
+
+@pytest.mark.slow
+def test_every_format_is_published_verified_and_reported(model_dir, tmp_path):
+    out = tmp_path / "out"
+    code = cli.main(
+        ["export", "--model-dir", str(model_dir), "--out", str(out)]
+        + ["--runs", "3"]
+    )
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    formats = [row["format"] for row in report["artifacts"]]
+    assert formats == [f for f in exporter.FORMATS if f != "serving"]
+    for row in report["artifacts"]:
+        assert row["passed"], row
+        assert (out / row["path"]).exists()
+        assert row["bytes"] > 0 and row["latency_ms_median"] > 0
+        if row["format"] in ("saved_model", "tflite_fp32", "onnx"):
+            assert row["max_abs_diff"] <= exporter.FLOAT_TOLERANCE
+    assert report["data"].startswith("digits")
+    assert (out / "serving" / "snas" / "1" / "saved_model.pb").is_file()
+    assert "snas" in (out / "serving" / "models.config").read_text()
+    assert "| tflite_int8 |" in (out / "report.md").read_text()
+    assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+
+
+@pytest.mark.slow
+def test_a_second_export_adds_a_serving_version(model_dir, tmp_path):
+    out = tmp_path / "out"
+    source = exporter.load_source(model_dir)
+    exporter.export_model(
+        source, out, ["serving"], latency_runs=1, progress=None
+    )
+    first = _files(out / "serving" / "snas" / "1")
+    exporter.export_model(
+        source, out, ["serving"], latency_runs=1, progress=None
+    )
+    assert _files(out / "serving" / "snas" / "1") == first
+    assert (out / "serving" / "snas" / "2" / "saved_model.pb").is_file()
+
+
+def test_a_missed_tolerance_publishes_nothing(model_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(exporter.MIN_AGREEMENT, "tflite_dynamic", 1.01)
+    out = tmp_path / "out"
+    source = exporter.load_source(model_dir)
+    with pytest.raises(exporter.ExportError, match="tflite_dynamic"):
+        exporter.export_model(
+            source,
+            out,
+            ["onnx", "tflite_dynamic"],
+            latency_runs=1,
+            progress=None,
+        )
+    assert not out.exists() or _files(out) == []
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--model-dir", "{tmp}/missing"], "missing"),
+        (["--model-dir", "{model}", "--formats", "tflite_int4"], "tflite_int4"),
+        (
+            ["--model-dir", "{model}", "--genotype", "SNAS_mild"],
+            "does not match",
+        ),
+        (["--model-dir", "{tmp}/corrupt"], "corrupt"),
+        ([], "--genotype"),
+    ],
+)
+def test_cli_bad_input_exits_2_and_writes_nothing(
+    model_dir, tmp_path, capsys, args, named
+):
+    corrupt = tmp_path / "corrupt"
+    corrupt.mkdir()
+    for name in ("config.yaml", "genotype.json"):
+        (corrupt / name).write_bytes((model_dir / name).read_bytes())
+    (corrupt / "model.keras").write_bytes(b"not a zip file")
+    out = tmp_path / "out"
+    argv = ["export", "--out", str(out)] + [
+        a.format(tmp=tmp_path, model=model_dir) for a in args
+    ]
+    code = cli.main(argv)
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and named in err and len(err.splitlines()) == 1
+    assert not out.exists()
