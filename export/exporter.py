@@ -185,7 +185,7 @@ def _latency_ms(runner, image, runs):
     return float(np.median(times))
 
 
-def _build(name, source, stage, calibration, labels, threads, qat_epochs):
+def _build(name, source, stage, calibration, labels, threads, qat):
     """Writes one artifact into `stage` and returns its `Artifact`."""
     model = source.model
     if name == "saved_model":
@@ -224,7 +224,8 @@ def _build(name, source, stage, calibration, labels, threads, qat_epochs):
             calibration,
             labels,
             path,
-            epochs=qat_epochs,
+            epochs=qat["epochs"],
+            prune=qat["prune"],
         )
         return common.Artifact(
             name,
@@ -334,6 +335,7 @@ def export_model(
     threads=1,
     latency_runs=20,
     qat_epochs=1,
+    prune=False,
     progress=print,
 ) -> dict:
     """Exports, verifies and publishes the requested formats.
@@ -346,6 +348,8 @@ def export_model(
         threads: interpreter threads for the latency measurement.
         latency_runs: runs of the batch-1 latency median.
         qat_epochs: quantization-aware fine-tuning epochs.
+        prune: magnitude-prune the convolutions (50% sparsity) before the
+            quantization-aware fine-tuning of `qat_int8`.
         progress: called with one line per step (None: silent).
 
     Returns:
@@ -371,7 +375,13 @@ def export_model(
                 continue  # the SavedModel, laid out for TF Serving below
             say(f"[{len(rows) + 1}] {name}: converting and verifying")
             artifact = _build(
-                name, source, stage, calibration, labels, threads, qat_epochs
+                name,
+                source,
+                stage,
+                calibration,
+                labels,
+                threads,
+                {"epochs": qat_epochs, "prune": prune},
             )
             row = _evaluate(
                 artifact,

@@ -119,6 +119,11 @@ def _export_parser(sub):
     p.add_argument(
         "--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs."
     )
+    p.add_argument(
+        "--prune",
+        action="store_true",
+        help="Magnitude-prune convolutions (50%% sparsity) before QAT.",
+    )
     return p
 
 
@@ -137,6 +142,7 @@ def _run_export(args):
         threads=args.threads,
         latency_runs=args.runs,
         qat_epochs=args.qat_epochs,
+        prune=args.prune,
     )
     for row in report["artifacts"]:
         print(
