@@ -185,7 +185,7 @@ def _latency_ms(runner, image, runs):
     return float(np.median(times))
 
 
-def _build(name, source, stage, calibration, labels, threads, qat):
+def _build(name, source, stage, calibration, labels, threads, qat_options):
     """Writes one artifact into `stage` and returns its `Artifact`."""
     model = source.model
     if name == "saved_model":
@@ -224,8 +224,8 @@ def _build(name, source, stage, calibration, labels, threads, qat):
             calibration,
             labels,
             path,
-            epochs=qat["epochs"],
-            prune=qat["prune"],
+            epochs=qat_options["epochs"],
+            prune=qat_options["prune"],
         )
         return common.Artifact(
             name,
