@@ -71,17 +71,6 @@ class ExportSource:
     trained: bool
 
 
-def _child_kwargs(config, num_classes):
-    c = config.child
-    return dict(
-        network=c.network,
-        num_classes=num_classes,
-        channels=c.channels,
-        num_layers=c.num_layers,
-        image_size=config.data.image_size,
-    )
-
-
 def load_source(
     model_dir=None, genotype=None, config_paths=(), overrides=()
 ) -> ExportSource:
@@ -110,7 +99,7 @@ def load_source(
         genotype = get_genotype(genotype)
         classes = _CLASSES.get(config.child.network, 10)
         model = build_child_network(
-            genotype, auxiliary=False, **_child_kwargs(config, classes)
+            genotype, auxiliary=False, **config.child_kwargs(classes)
         )
         return ExportSource(model, genotype, config, trained=False)
     model_dir = str(model_dir)
@@ -220,7 +209,7 @@ def _build(name, source, stage, calibration, labels, threads, qat_options):
         info = qat.quantization_aware_int8(
             model,
             source.genotype,
-            _child_kwargs(source.config, model.outputs[0].shape[-1]),
+            source.config.child_kwargs(model.outputs[0].shape[-1]),
             calibration,
             labels,
             path,

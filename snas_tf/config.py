@@ -236,6 +236,17 @@ class RetrainConfig:
     data: DataConfig = DataConfig(cutout=16)
     runtime: RuntimeConfig = RuntimeConfig()
 
+    def child_kwargs(self, num_classes: int) -> dict:
+        """`build_child_network` arguments (besides genotype, auxiliary
+        head and drop-path) of this job's child network."""
+        return dict(
+            network=self.child.network,
+            num_classes=num_classes,
+            channels=self.child.channels,
+            num_layers=self.child.num_layers,
+            image_size=self.data.image_size,
+        )
+
 
 def _check_value(value, annotation, key):
     """Returns `value` converted to `annotation`, or raises naming `key`."""

@@ -66,17 +66,6 @@ def learning_rate_schedule(train, steps_per_epoch: int):
     )
 
 
-def _child_kwargs(config, num_classes):
-    c = config.child
-    return dict(
-        network=c.network,
-        num_classes=num_classes,
-        channels=c.channels,
-        num_layers=c.num_layers,
-        image_size=config.data.image_size,
-    )
-
-
 def build_trainer(config: RetrainConfig, genotype, num_classes, steps):
     """The compiled `ChildTrainer`; call inside the strategy scope.
 
@@ -93,7 +82,7 @@ def build_trainer(config: RetrainConfig, genotype, num_classes, steps):
             genotype,
             auxiliary=config.child.auxiliary,
             drop_path=t.drop_path_prob > 0,
-            **_child_kwargs(config, num_classes),
+            **config.child_kwargs(num_classes),
         )
     finally:
         keras.mixed_precision.set_dtype_policy(policy)
@@ -127,7 +116,7 @@ def inference_network(config, genotype, trainer):
     model = build_child_network(
         genotype,
         auxiliary=False,
-        **_child_kwargs(config, trainer.num_classes),
+        **config.child_kwargs(trainer.num_classes),
     )
     copy_weights_by_name(trainer.network, model)
     return model
