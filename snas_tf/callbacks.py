@@ -58,7 +58,9 @@ class SearchMonitor(keras.callbacks.Callback):
     log(num_ops) is uniform), and `expected_size`, `expected_flops`,
     `expected_mac` (expected cost of all cells under softmax(α)). The derived
     genotype is not a number: it is kept, per epoch, in `self.genotypes`
-    (compact strings) and `self.records`.
+    (compact strings) and `self.records`, with `alpha_normal` and
+    `alpha_reduce`: softmax(α) per edge, as nested lists [edge][op] in the
+    order of `model.search_space` (for the heatmaps of `snas plot`).
 
     Args:
         rule: genotype derivation rule, `"edge_all"` (SNAS) or `"top2"`.
@@ -96,8 +98,19 @@ class SearchMonitor(keras.callbacks.Callback):
             logits["normal"], logits["reduce"], self.rule, model.search_space
         )
         self.genotypes.append(genotype.to_string())
+        alphas = {
+            f"alpha_{t}": keras.ops.convert_to_numpy(
+                keras.ops.softmax(value, axis=-1)
+            ).tolist()
+            for t, value in logits.items()
+        }
         self.records.append(
-            {"epoch": epoch, "genotype": genotype.to_string(), **logs}
+            {
+                "epoch": epoch,
+                "genotype": genotype.to_string(),
+                **logs,
+                **alphas,
+            }
         )
 
 

@@ -127,7 +127,12 @@ def run_search(config: Config, model_dir) -> dict:
     )
     genotype_path = os.path.join(model_dir, "genotype.json")
     write_atomic(genotype_path, genotype.to_json(indent=2) + "\n")
-    records = {"epochs": monitor.records, "history": history.history}
+    records = {
+        "primitives": list(model.search_space.primitives),
+        "num_nodes": model.search_space.num_nodes,
+        "epochs": monitor.records,
+        "history": history.history,
+    }
     write_atomic(
         os.path.join(model_dir, "history.json"),
         json.dumps(records, indent=2, default=float) + "\n",
