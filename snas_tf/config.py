@@ -129,6 +129,12 @@ class RuntimeConfig:
         intra_op_threads: TF intra-op threads (0: TF default).
         inter_op_threads: TF inter-op threads (0: TF default).
         verbose: Keras progress output (0 silent, 1 bar, 2 line per epoch).
+        deterministic: TF op determinism (`enable_op_determinism`), so a
+            resumed run ends with the same weights as an uninterrupted one;
+            some ops get slower.
+        checkpoint_steps: also checkpoint every this many steps within an
+            epoch (0: at epoch ends only); a killed job run again with the
+            same command resumes from the newest checkpoint.
     """
 
     strategy: str = "default"
@@ -137,6 +143,8 @@ class RuntimeConfig:
     intra_op_threads: int = 0
     inter_op_threads: int = 0
     verbose: int = 1
+    deterministic: bool = False
+    checkpoint_steps: int = 100
 
 
 @dataclasses.dataclass(frozen=True)

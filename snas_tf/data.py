@@ -402,8 +402,11 @@ def _fits_in_memory(source):
     return source.num_examples * math.prod(source.image_shape) <= CACHE_BYTES
 
 
-def _train_pipeline(source, data_config, batch_size, seed, carved, epochs):
-    """`epochs` = (first, stop) epochs of shuffled, augmented batches.
+def _train_pipeline(
+    source, data_config, batch_size, seed, carved, epochs, initial_step=0
+):
+    """`epochs` = (first, stop) epochs of shuffled, augmented batches, the
+    first `initial_step` batches of the first epoch skipped.
 
     Each epoch's order and augmentation come from stateless seeds derived
     from (seed, epoch, position). A stateful `reshuffle_each_iteration`
@@ -449,12 +452,23 @@ def _train_pipeline(source, data_config, batch_size, seed, carved, epochs):
         return image, tf.cast(label, tf.int32)
 
     first, stop = epochs
+    if not 0 <= initial_step < steps:
+        raise ValueError(
+            f"initial_step {initial_step!r} must be in [0, steps per epoch="
+            f"{steps})."
+        )
+    # Skipped before the map: the skipped examples are never augmented.
     ds = (
         tf.data.Dataset.range(first, stop)
         .flat_map(one_epoch)
+        .skip(initial_step * batch_size)
         .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size, drop_remainder=True)
-        .apply(tf.data.experimental.assert_cardinality(steps * (stop - first)))
+        .apply(
+            tf.data.experimental.assert_cardinality(
+                steps * (stop - first) - initial_step
+            )
+        )
         .prefetch(tf.data.AUTOTUNE)
         .with_options(_options(carved))
     )
@@ -518,6 +532,7 @@ def make_pipelines(
     carve: bool = True,
     epochs: int = 1,
     initial_epoch: int = 0,
+    initial_step: int = 0,
 ) -> Pipelines:
     """Builds the training and validation pipelines of a job.
 
@@ -530,8 +545,9 @@ def make_pipelines(
             `default_eval_split`. An explicit `eval_split` always wins.
         epochs: epochs the training pipeline holds, back to back (pass
             `steps_per_epoch` to `fit`); each has its own order.
-        initial_epoch: first of them (a resumed run continues the data
-            order of an uninterrupted one).
+        initial_epoch: first of them, and
+        initial_step: batches of it to skip (a resumed run continues the
+            data order of an uninterrupted one).
 
     Returns:
         A `Pipelines`.
@@ -557,7 +573,13 @@ def make_pipelines(
             f"{epochs!r})."
         )
     train_ds, steps = _train_pipeline(
-        train, cfg, batch_size, seed, carved, (initial_epoch, epochs)
+        train,
+        cfg,
+        batch_size,
+        seed,
+        carved,
+        (initial_epoch, epochs),
+        initial_step,
     )
     val_ds = _eval_pipeline(val, cfg, batch_size, carved)
     size = cfg.image_size
@@ -573,16 +595,18 @@ def make_pipelines(
 
 
 def search_data(
-    data_config, batch_size: int, seed: int = 0, epochs: int = 1
+    data_config, batch_size: int, seed: int = 0, epochs: int = 1, start=(0, 0)
 ) -> Pipelines:
-    """The search's pipelines: validation carved from the training split."""
-    return make_pipelines(data_config, batch_size, seed, True, epochs)
+    """The search's pipelines: validation carved from the training split.
+    `start` = (initial_epoch, initial_step) of a resumed run."""
+    return make_pipelines(data_config, batch_size, seed, True, epochs, *start)
 
 
 def retrain_data(
-    data_config, batch_size: int, seed: int = 0, epochs: int = 1
+    data_config, batch_size: int, seed: int = 0, epochs: int = 1, start=(0, 0)
 ) -> Pipelines:
     """The retraining's pipelines: validation on the held-out split
-    (`digits`, which has none, carves it from the training split)."""
+    (`digits`, which has none, carves it from the training split).
+    `start` = (initial_epoch, initial_step) of a resumed run."""
     carve = data_config.dataset == "digits" and not data_config.eval_split
-    return make_pipelines(data_config, batch_size, seed, carve, epochs)
+    return make_pipelines(data_config, batch_size, seed, carve, epochs, *start)

@@ -2,10 +2,11 @@
 
 Trains the child network of a genotype from scratch (SNAS §3.2-3.3) and
 writes into `model_dir`: `config.yaml` (first), `genotype.json`, `logs/`
-(TensorBoard), `backup/` (the state `BackupAndRestore` resumes from: run the
-same command again after a crash), `checkpoints/epoch.weights.h5` (every
-epoch), `history.json` (per-epoch metrics) and `model.keras`: the inference
-network (no auxiliary head, no drop-path) that `snas export` ships.
+(TensorBoard), `checkpoints/` (the newest checkpoint, every epoch and every
+`runtime.checkpoint_steps` steps: run the same command again after a crash
+to resume), `history.json` (per-epoch metrics) and `model.keras`: the
+inference network (no auxiliary head, no drop-path) that `snas export`
+ships. Every file is written under a temporary name and renamed.
 
 Under MultiWorkerMirroredStrategy the chief writes into `model_dir` and
 worker `i` into `model_dir/workers/<i>`, so workers sharing a file system
@@ -18,6 +19,11 @@ import os
 import keras
 
 from snas_tf.callbacks import DropPathScheduler
+from snas_tf.checkpointing import (
+    check_resume_config,
+    fit_resumable,
+    load_state,
+)
 from snas_tf.config import RetrainConfig, save_config, write_atomic
 from snas_tf.data import retrain_data
 from snas_tf.genotype import get_genotype
@@ -29,7 +35,7 @@ from snas_tf.models import (
 )
 from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.strategy import make_strategy, worker_dir
-from snas_tf.trainers.search import configure_threads
+from snas_tf.trainers.search import configure_runtime
 from snas_tf.training import num_replicas as strategy_replicas
 
 LR_SCHEDULES = ("cosine", "exponential")
@@ -129,6 +135,15 @@ def _save_model_atomic(model, path):
     os.replace(tmp, path)
 
 
+def _check_same_genotype(out, genotype):
+    path = os.path.join(out, "genotype.json")
+    if os.path.exists(path) and get_genotype(path) != genotype:
+        raise ValueError(
+            f"{out} holds a run of genotype {get_genotype(path).to_string()!r}"
+            f", not {genotype.to_string()!r}; use another --model-dir."
+        )
+
+
 def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
     """Retrains the child network of `genotype` and writes its outputs.
 
@@ -137,7 +152,7 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
         genotype: a `Genotype`, name, JSON, compact string or genotype.json
             path; None uses `config.child.genotype`.
         model_dir: output directory (created if needed). Running again with
-            the same directory resumes from `backup/`.
+            the same directory and config resumes from `checkpoints/`.
 
     Returns:
         A summary dict: final validation top-1 / top-5, parameters (no
@@ -147,51 +162,48 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
         ValueError: for an unknown genotype, network, data set, schedule or
             bad sizes; raised before anything is written.
     """
-    configure_threads(config.runtime)
-    keras.utils.set_random_seed(config.runtime.seed)
+    configure_runtime(config.runtime)
     genotype = get_genotype(genotype or config.child.genotype)
     strategy = make_strategy(config.runtime.strategy)
-    t = config.train
-    data = retrain_data(
-        config.data, t.batch_size, config.runtime.seed, t.epochs
-    )
+    t, seed = config.train, config.runtime.seed
+    data = retrain_data(config.data, t.batch_size, seed, t.epochs)
+    out = worker_dir(strategy, model_dir)
+    checkpoints = os.path.join(out, "checkpoints")
+    if check_resume_config(out, config):
+        _check_same_genotype(out, genotype)
+    load_state(checkpoints)  # a corrupt checkpoint fails before writing
     with strategy.scope():
         trainer = build_trainer(
             config, genotype, data.num_classes, data.steps_per_epoch
         )
     # Everything is validated: now write.
-    out = worker_dir(strategy, model_dir)
     os.makedirs(out, exist_ok=True)
     save_config(config, os.path.join(out, "config.yaml"))
     write_atomic(
         os.path.join(out, "genotype.json"), genotype.to_json(indent=2) + "\n"
     )
-    callbacks = [
-        keras.callbacks.BackupAndRestore(os.path.join(out, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(out, "checkpoints", "epoch.weights.h5"),
-            save_weights_only=True,
-        ),
-        keras.callbacks.TensorBoard(os.path.join(out, "logs")),
-    ]
+    callbacks = [keras.callbacks.TensorBoard(os.path.join(out, "logs"))]
     if t.drop_path_prob > 0:
         callbacks.insert(0, DropPathScheduler(t.drop_path_prob, t.epochs))
-    history = trainer.fit(
-        data.train,
-        validation_data=data.validation,
-        epochs=t.epochs,
-        callbacks=callbacks,
+    checkpoint = fit_resumable(
+        trainer,
+        lambda epoch, step, stop: (
+            retrain_data(
+                config.data, t.batch_size, seed, stop, (epoch, step)
+            ).train
+        ),
+        data.validation,
+        t.epochs,
+        data.steps_per_epoch,
+        callbacks,
+        checkpoints,
+        every_steps=config.runtime.checkpoint_steps,
         verbose=config.runtime.verbose,
-        steps_per_epoch=data.steps_per_epoch,
-        shuffle=False,  # the pipeline shuffles
     )
     model = inference_network(config, genotype, trainer)
     model_path = os.path.join(out, "model.keras")
     _save_model_atomic(model, model_path)
-    epochs = [
-        {"epoch": e, **{k: float(v[i]) for k, v in history.history.items()}}
-        for i, e in enumerate(history.epoch)
-    ]
+    epochs = checkpoint.epochs
     write_atomic(
         os.path.join(out, "history.json"),
         json.dumps({"epochs": epochs}, indent=2) + "\n",

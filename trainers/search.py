@@ -1,8 +1,11 @@
 """The SNAS search job: `run_search(config, model_dir)`.
 
 Writes into `model_dir`: `config.yaml` (first), `logs/` (TensorBoard),
-`checkpoints/` (weights every epoch), `history.json` (per-epoch metrics and
-genotypes) and `genotype.json` (the final derived architecture).
+`checkpoints/` (the newest checkpoint: every epoch and every
+`runtime.checkpoint_steps` steps; run the same command again to resume),
+`history.json` (per-epoch metrics, genotypes and softmax(α)) and
+`genotype.json` (the final derived architecture). Every file is written
+under a temporary name and renamed.
 """
 
 import json
@@ -12,6 +15,11 @@ import keras
 import tensorflow as tf
 
 from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
+from snas_tf.checkpointing import (
+    check_resume_config,
+    fit_resumable,
+    load_state,
+)
 from snas_tf.config import Config, save_config, write_atomic
 from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
@@ -34,6 +42,15 @@ def configure_threads(runtime) -> None:
         # TF already initialised (e.g. a second job in one process): keep
         # the pools it has.
         pass
+
+
+def configure_runtime(runtime) -> None:
+    """Threads, seeds and (with `runtime.deterministic`) op determinism;
+    call before TensorFlow runs any op."""
+    configure_threads(runtime)
+    keras.utils.set_random_seed(runtime.seed)
+    if runtime.deterministic:
+        tf.config.experimental.enable_op_determinism()
 
 
 def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
@@ -73,30 +90,43 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
     return model
 
 
-def run_search(config: Config, model_dir) -> dict:
+def run_search(config: Config, model_dir, callbacks=()) -> dict:
     """Runs a search and writes its outputs into `model_dir`.
+
+    Running it again with the same `model_dir` and config resumes an
+    interrupted search from its newest checkpoint (`snas_tf.checkpointing`);
+    a finished one is not retrained, its outputs are written again.
 
     Args:
         config: the resolved `Config`.
         model_dir: output directory (created if needed).
+        callbacks: extra Keras callbacks for `fit`.
 
     Returns:
         A summary dict: final genotype (compact string), last epoch's logs
         and the output paths.
+
+    Raises:
+        ValueError: for a bad config or data set, or a `model_dir` holding
+            another run or a corrupt checkpoint; nothing is written then.
+        FloatingPointError: at a non-finite loss (the last good checkpoint
+            is kept).
     """
-    configure_threads(config.runtime)
-    keras.utils.set_random_seed(config.runtime.seed)
+    configure_runtime(config.runtime)
     strategy = make_strategy(config.runtime.strategy)
-    s = config.search
+    s, seed = config.search, config.runtime.seed
     # Data first: a bad data set fails before anything is written.
-    data = search_data(config.data, s.batch_size, config.runtime.seed, s.epochs)
-    os.makedirs(model_dir, exist_ok=True)
-    save_config(config, os.path.join(model_dir, "config.yaml"))
+    data = search_data(config.data, s.batch_size, seed, s.epochs)
+    checkpoints = os.path.join(model_dir, "checkpoints")
+    check_resume_config(model_dir, config)
+    load_state(checkpoints)  # a corrupt checkpoint fails before writing
     with strategy.scope():
         model = build_supernet(config, data.num_classes, data.steps_per_epoch)
         model.build((None,) + data.input_shape)
+    os.makedirs(model_dir, exist_ok=True)
+    save_config(config, os.path.join(model_dir, "config.yaml"))
     monitor = SearchMonitor(s.derivation_rule)
-    callbacks = [
+    job_callbacks = [
         TemperatureScheduler(
             s.epochs,
             s.temperature_initial,
@@ -104,20 +134,24 @@ def run_search(config: Config, model_dir) -> dict:
             s.temperature_schedule,
         ),
         monitor,
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, "checkpoints", "epoch.weights.h5"),
-            save_weights_only=True,
-        ),
         keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
+        *callbacks,
     ]
-    history = model.fit(
-        data.train,
-        validation_data=data.validation,
-        epochs=s.epochs,
-        callbacks=callbacks,
+    checkpoint = fit_resumable(
+        model,
+        lambda epoch, step, stop: (
+            search_data(
+                config.data, s.batch_size, seed, stop, (epoch, step)
+            ).train
+        ),
+        data.validation,
+        s.epochs,
+        data.steps_per_epoch,
+        job_callbacks,
+        checkpoints,
+        every_steps=config.runtime.checkpoint_steps,
+        records=monitor.records,
         verbose=config.runtime.verbose,
-        steps_per_epoch=data.steps_per_epoch,
-        shuffle=False,  # the pipeline shuffles
     )
     genotype = derive_genotype(
         keras.ops.convert_to_numpy(model.arch_logits_normal),
@@ -131,7 +165,7 @@ def run_search(config: Config, model_dir) -> dict:
         "primitives": list(model.search_space.primitives),
         "num_nodes": model.search_space.num_nodes,
         "epochs": monitor.records,
-        "history": history.history,
+        "history": _columns(checkpoint.epochs),
     }
     write_atomic(
         os.path.join(model_dir, "history.json"),
@@ -143,3 +177,9 @@ def run_search(config: Config, model_dir) -> dict:
         "model_dir": str(model_dir),
         "genotype_path": genotype_path,
     }
+
+
+def _columns(epochs):
+    """Per-epoch log dicts as Keras History columns."""
+    keys = dict.fromkeys(k for e in epochs for k in e if k != "epoch")
+    return {k: [e.get(k) for e in epochs] for k in keys}
