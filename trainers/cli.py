@@ -261,6 +261,130 @@ def _run_retrain(args):
     print(f"Outputs written to {summary['model_dir']}")
 
 
+def _plot_parser(sub):
+    p = sub.add_parser(
+        "plot",
+        help="Plot a search or retraining: cells, α heatmaps, curves.",
+        description="Write PNGs into <model-dir>/plots: the normal and "
+        "reduction cells of genotype.json, per-epoch curves of "
+        "history.json (temperature, entropies, supernet vs child "
+        "accuracy, expected cost, losses) and, for a search, softmax(α) "
+        "heatmaps of the last epoch and over the epochs.",
+    )
+    p.add_argument(
+        "--model-dir",
+        required=True,
+        help="A `snas search` or `snas retrain` output directory (reads "
+        "genotype.json and history.json).",
+    )
+    return p
+
+
+def _run_plot(args):
+    from snas_tf.trainers.plot import run_plot
+
+    for path in run_plot(args.model_dir):
+        print(path)
+    print(f"Plots written to {os.path.join(args.model_dir, 'plots')}")
+
+
+def _count(text):
+    """A budget: a whole positive count such as 3000000, 3e6, 3M or 2.5k."""
+    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
+    try:
+        value = float(text[:-1] if scale > 1 else text) * scale
+    except ValueError:
+        value = float("nan")
+    if not value.is_integer():
+        raise argparse.ArgumentTypeError(
+            f"expected a whole count such as 3000000, 3e6, 3M or 2.5k, got "
+            f"{text!r}"
+        )
+    return int(value)
+
+
+def _tune_parser(sub):
+    p = sub.add_parser(
+        "tune",
+        help="Tune η and the temperature schedule for a parameter or "
+        "multiply-add budget (keras-tuner).",
+        description="Run one SNAS search per trial, each with its own "
+        "resource-constraint strength η (search.penalty_strength) and "
+        "temperature schedule, and measure the derived child at the "
+        "retraining size. A trial scores its child accuracy without "
+        "retraining when the child is within the budget, and ranks below "
+        "every such trial when not. Writes config.yaml, tune.yaml, tuner/, "
+        "trials/, trials.csv, trials.md, best_config.yaml and "
+        "best_genotype.json into --model-dir; running again with the same "
+        "--model-dir resumes. Exit status 1 if every trial failed or none "
+        "met the budget.",
+    )
+    _add_config_args(p, "tune")
+    p.add_argument(
+        "--max-params",
+        type=_count,
+        help="Budget of trainable parameters of the retrained child, "
+        "auxiliary head excluded (e.g. 3e6 or 3M).",
+    )
+    p.add_argument(
+        "--max-madds",
+        type=_count,
+        help="Budget of multiply-adds per image of the retrained child "
+        "(e.g. 600M). Give this and/or --max-params.",
+    )
+    p.add_argument(
+        "--max-trials",
+        type=int,
+        default=10,
+        help="Trials in all, counting those already in --model-dir "
+        "(default: 10).",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=("bayesian", "random"),
+        default="bayesian",
+        help="Oracle: Gaussian-process Bayesian optimisation or random "
+        "search (default: bayesian). No hyperband: a short SNAS search is "
+        "not the start of a longer one (λ anneals over all epochs).",
+    )
+    p.add_argument(
+        "--retrain-config",
+        action="append",
+        default=[],
+        help="Retrain YAML config giving the child's size and data set "
+        "(classes, image size); repeatable (default: CIFAR-10, 20 cells, "
+        "36 channels).",
+    )
+    p.add_argument(
+        "--retrain-override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="Set one retrain config value, e.g. child.num_layers=8; "
+        "repeatable.",
+    )
+    return p
+
+
+def _run_tune(args):
+    from snas_tf.config import RetrainConfig, load_config
+    from snas_tf.trainers.tune import run_tune
+
+    config = load_config(args.config, args.override)
+    retrain = load_config(
+        args.retrain_config, args.retrain_override, RetrainConfig
+    )
+    run_tune(
+        config,
+        _default_dir(args, "tune"),
+        max_params=args.max_params,
+        max_madds=args.max_madds,
+        max_trials=args.max_trials,
+        algorithm=args.algorithm,
+        retrain_config=retrain,
+    )
+
+
 def main(argv=None) -> int:
     # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) are
     # noise for a CLI user; errors still show. An explicit setting wins.
@@ -277,12 +401,16 @@ def main(argv=None) -> int:
     _retrain_parser(sub)
     _export_parser(sub)
     _summary_parser(sub)
+    _plot_parser(sub)
+    _tune_parser(sub)
     args = parser.parse_args(argv)
     commands = {
         "search": _run_search,
         "retrain": _run_retrain,
         "export": _run_export,
         "summary": _run_summary,
+        "plot": _run_plot,
+        "tune": _run_tune,
     }
     try:
         commands[args.command](args)
@@ -291,8 +419,9 @@ def main(argv=None) -> int:
             raise
         print(f"snas {args.command}: error: {e}", file=sys.stderr)
         return 2
-    except RuntimeError as e:
-        # A job that ran but failed a check (an export tolerance).
+    except (RuntimeError, FloatingPointError) as e:
+        # A job that ran but failed: an export tolerance, a tuning with no
+        # usable trial, a non-finite loss (the last checkpoint is kept).
         if args.debug:
             raise
         print(f"snas {args.command}: failed: {e}", file=sys.stderr)
