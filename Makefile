@@ -24,7 +24,7 @@ test: lint
 
 # The main job on the embedded digits data (CPU-sized, minutes).
 demo: $(STAMP)
-	$(VENV)/bin/snas search --config configs/digits_search.yaml
+	$(VENV)/bin/snas demo
 
 bench: $(STAMP)
 	$(PY) benchmarks/search_step.py
