@@ -13,7 +13,8 @@ The SavedModel has two signatures, both returning
 
 Bytes that do not decode fail the request with an `InvalidArgumentError`
 naming the problem (unknown format, truncated data, empty string); the
-graph never produces outputs for them.
+graph never produces outputs for them. So do `images` of any shape but
+`(N, S, S, 3)`: the error names the received and the expected shape.
 
 It is written with `keras.export.ExportArchive`, whose `write_out` calls
 `tf.saved_model.save`; `saved_model_cli` and TF Serving load it with
@@ -110,6 +111,11 @@ def _endpoints(model, data_config):
 
     @tf.function(input_signature=[image_spec], autograph=False)
     def serve(images):
+        # A loaded signature does not check its input shape (TF Serving
+        # neither): without this, 16x16 images given to an 8x8 network
+        # return logits of garbage, and other shapes fail deep in the
+        # graph. EnsureShape names the received and expected shapes.
+        images = tf.ensure_shape(images, (None, size, size, 3))
         return _outputs(model(images, training=False))
 
     serve_concrete = serve.get_concrete_function()

@@ -256,6 +256,15 @@ class RetrainConfig:
         )
 
 
+# Counts that must be positive: zero or less would fail later, in the data
+# pipeline, with a message that does not name the key.
+_POSITIVE = frozenset(
+    f"{job}.{key}"
+    for job in ("search", "train")
+    for key in ("epochs", "batch_size")
+)
+
+
 def _check_value(value, annotation, key):
     """Returns `value` converted to `annotation`, or raises naming `key`."""
     origin = typing.get_origin(annotation)
@@ -307,7 +316,20 @@ def _build(base, data, prefix=""):
             kwargs[key] = _build(getattr(base, key), value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_value(value, hint, prefix + key)
+            if prefix + key in _POSITIVE and kwargs[key] < 1:
+                raise ValueError(
+                    f"Config key {prefix + key!r} must be >= 1, got {value!r}."
+                )
     return dataclasses.replace(base, **kwargs)
+
+
+def _yaml_problem(error) -> str:
+    """A YAML error on one line (PyYAML's spans several, with snippets)."""
+    mark = getattr(error, "problem_mark", None)
+    problem = getattr(error, "problem", None)
+    if problem and mark is not None:
+        return f"{problem} (line {mark.line + 1}, column {mark.column + 1})"
+    return " ".join(str(error).split())
 
 
 def _merge(base, update):
@@ -327,7 +349,13 @@ def _override_to_dict(text):
             "search.epochs=10."
         )
     key, raw = text.split("=", 1)
-    value = yaml.safe_load(raw) if raw.strip() else None
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError as e:
+        raise ValueError(
+            f"Override {text!r}: the value is not valid YAML: "
+            f"{_yaml_problem(e)}."
+        ) from e
     out = value
     for part in reversed(key.strip().split(".")):
         out = {part: out}
@@ -357,7 +385,9 @@ def load_config(paths=(), overrides=(), config_class=Config):
             try:
                 loaded = yaml.safe_load(f) or {}
             except yaml.YAMLError as e:
-                raise ValueError(f"Invalid YAML in {str(path)!r}: {e}") from e
+                raise ValueError(
+                    f"Invalid YAML in {str(path)!r}: {_yaml_problem(e)}"
+                ) from e
         if not isinstance(loaded, dict):
             raise ValueError(
                 f"Config file {str(path)!r} must hold a mapping, got "

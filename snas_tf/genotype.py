@@ -452,6 +452,21 @@ GENOTYPES: dict[str, Genotype] = {
 }
 
 
+def _from_file(path: str) -> Genotype:
+    """Reads a genotype.json; errors name the file, not its contents."""
+    if not os.path.isfile(path):
+        raise ValueError(f"Genotype file {path!r} does not exist.")
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.loads(f.read())
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"Invalid JSON in genotype file {path!r}: {e}") from e
+    try:
+        return Genotype.from_dict(data)
+    except (TypeError, ValueError) as e:
+        raise type(e)(f"Invalid genotype file {path!r}: {e}") from e
+
+
 def get_genotype(spec: "str | os.PathLike | Genotype") -> Genotype:
     """Resolves a genotype from a name, JSON, compact string or JSON file.
 
@@ -472,10 +487,10 @@ def get_genotype(spec: "str | os.PathLike | Genotype") -> Genotype:
     if isinstance(spec, str) and spec in GENOTYPES:
         return GENOTYPES[spec]
     if isinstance(spec, os.PathLike) or (
-        isinstance(spec, str) and os.path.isfile(spec)
+        isinstance(spec, str)
+        and (os.path.isfile(spec) or spec.endswith(".json"))
     ):
-        with open(spec, encoding="utf-8") as f:
-            return Genotype.from_json(f.read())
+        return _from_file(os.fspath(spec))
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
         return Genotype.from_json(spec)
     if isinstance(spec, str) and "=" in spec:

@@ -20,6 +20,7 @@ import math
 import numbers
 import os
 import tempfile
+import textwrap
 
 import numpy as np
 from matplotlib import colormaps
@@ -234,7 +235,12 @@ def cell_figure(genotype: "Genotype | str | os.PathLike", cell: str) -> Figure:
     ax.set_xlim(-0.7, output_x + 0.7)
     ax.set_ylim(bottom, top)
     cell_string = genotype.to_string().split(";")[CELLS.index(cell)]
-    ax.set_title(f"{_CELL_TITLES[cell]}\n{cell_string}", fontsize=9)
+    # The compact string, wrapped at node boundaries to fit the figure.
+    nodes = cell_string.split("=", 1)[-1].split("|")
+    ax.set_title(
+        "\n".join([_CELL_TITLES[cell], *textwrap.wrap(" | ".join(nodes), 110)]),
+        fontsize=9,
+    )
     _draw_edges(ax, edges)
     _draw_nodes(ax, num_nodes, fed={node for node, _, _ in edges})
     return fig

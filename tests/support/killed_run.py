@@ -6,6 +6,9 @@ Usage:
     python killed_run.py checkpoint N ARGV...  killed while writing the
         N-th checkpoint of this process: its weights file is half written
         under its temporary name, not yet renamed
+    python killed_run.py verify N ARGV...      (`snas export`) killed as
+        the N-th artifact's verification starts: it and the ones before
+        are staged, nothing is published yet
 """
 
 import os
@@ -13,6 +16,7 @@ import signal
 import sys
 
 from snas_tf import checkpointing
+from snas_tf.export import exporter
 from snas_tf.trainers import cli
 
 
@@ -46,8 +50,18 @@ def main():
                 _kill()
 
         checkpointing.ResumableCheckpoint._write_weights = hooked
+    elif mode == "verify":
+        original = exporter._evaluate
+
+        def hooked(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == at:
+                _kill()
+            return original(*args, **kwargs)
+
+        exporter._evaluate = hooked
     else:
-        raise SystemExit(f"unknown mode {mode!r}: batch or checkpoint")
+        raise SystemExit(f"unknown mode {mode!r}: batch, checkpoint or verify")
     return cli.main(argv)
 
 
