@@ -26,6 +26,8 @@ class ModelConfig:
         num_nodes: intermediate nodes per cell.
         primitives: candidate operations, in logit-column order.
         stem_multiplier: stem channels = stem_multiplier * C.
+        recompute: recompute each cell's op outputs in the backward pass
+            instead of keeping them (less memory, a slower step).
     """
 
     channels: int = 16
@@ -33,6 +35,7 @@ class ModelConfig:
     num_nodes: int = 4
     primitives: tuple = PRIMITIVES
     stem_multiplier: int = 3
+    recompute: bool = False
 
 
 @dataclasses.dataclass(frozen=True)

@@ -67,6 +67,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
         resource_estimator=s.resource_estimator,
         penalty_strength=s.penalty_strength,
         seed=config.runtime.seed,
+        recompute=m.recompute,
     )
     optimizer, arch_optimizer = default_search_optimizers(
         s.epochs,

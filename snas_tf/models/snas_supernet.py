@@ -15,7 +15,7 @@ from keras import ops
 from snas_tf import resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
 from snas_tf.layers import gumbel_softmax
-from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
+from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS, recomputing
 from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.ops import batch_norm
 from snas_tf.search_space import PRIMITIVES, SearchSpace
@@ -58,6 +58,16 @@ def _image_shape(x):
     if shape is None or len(shape) != 4:
         return None
     return (None,) + tuple(shape[1:])
+
+
+def _recomputed(cell):
+    """`cell` in training mode under `tf.recompute_grad`: its op outputs
+    are not kept for the backward pass but computed again there."""
+
+    def run(s0, s1, z):
+        return cell(s0, s1, z, None, training=True)
+
+    return tf.recompute_grad(run)
 
 
 def default_search_optimizers(
@@ -123,6 +133,11 @@ class SNASSupernet(keras.Model):
         penalty_strength: η, weight of the resource penalty (0 disables
             it; 1.5e-3 is the reference README's value).
         seed: seed of the Gumbel noise and the α initialisation.
+        recompute: in training, keep only each cell's inputs for the
+            backward pass and compute its op outputs again there
+            (`tf.recompute_grad` per cell, as the reference's gradient
+            checkpointing option): less memory, more compute; the same
+            gradients and moving statistics.
         **kwargs: base `Model` arguments (`name`, ...).
 
     Call arguments:
@@ -155,6 +170,7 @@ class SNASSupernet(keras.Model):
         resource_estimator="reparametrization",
         penalty_strength=1.5e-3,
         seed=0,
+        recompute=False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -180,6 +196,7 @@ class SNASSupernet(keras.Model):
         self.resource_estimator = resource_estimator
         self.penalty_strength = float(penalty_strength)
         self.seed = int(seed)
+        self.recompute = bool(recompute)
         self._build_network()
         shape = (self.search_space.num_edges, self.search_space.num_ops)
         init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed)
@@ -338,7 +355,10 @@ class SNASSupernet(keras.Model):
                 z, index = sample.reduce, sample.reduce_index
             else:
                 z, index = sample.normal, sample.normal_index
-            s0, s1 = s1, cell(s0, s1, z, index, training=training)
+            if self.recompute and training and index is None:
+                s0, s1 = s1, _recomputed(cell)(s0, s1, z)
+            else:
+                s0, s1 = s1, cell(s0, s1, z, index, training=training)
         return self.classifier(self.global_pool(s1))
 
     def call(self, inputs, training=None, arch_mode=None):
@@ -477,7 +497,9 @@ class SNASSupernet(keras.Model):
             penalty = self.resource_penalty(sample)
             # One loss: the penalty joins the replica-scaled loss.
             total = loss + training.per_replica(self.penalty_strength * penalty)
-        return loss, penalty, y_pred, tape.gradient(total, weights + arch)
+        with recomputing():
+            grads = tape.gradient(total, weights + arch)
+        return loss, penalty, y_pred, grads
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
@@ -547,5 +569,6 @@ class SNASSupernet(keras.Model):
             resource_estimator=self.resource_estimator,
             penalty_strength=self.penalty_strength,
             seed=self.seed,
+            recompute=self.recompute,
         )
         return config

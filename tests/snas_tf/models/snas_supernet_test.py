@@ -298,3 +298,27 @@ def test_fit_traces_the_train_step_once():
     x, y = tiny_data(n=4)
     model.fit(x, y, batch_size=2, epochs=2, verbose=0)
     assert len(traces) == 1
+
+
+def test_recompute_gives_the_same_training_step():
+    # tf.recompute_grad per cell: the same gradients and moving statistics
+    # (the recomputed BatchNorms must not update them a second time).
+    x, y = tiny_data(n=4)
+    results = []
+    for recompute in (False, True):
+        model = tiny_supernet(num_cells=2, recompute=recompute)
+        _plain_compile(model, lr=0.1, arch_lr=0.1)
+        model.build(x.shape)
+        if results:
+            model.set_weights(results[0][0])
+        start = [np.array(w) for w in model.get_weights()]
+        model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
+        results.append((start, model.get_weights()))
+    (start, plain), (_, recomputed) = results
+    moved = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(plain, start, strict=True)
+    )
+    assert moved > 1e-3
+    for a, b in zip(plain, recomputed, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    assert tiny_supernet(recompute=True).get_config()["recompute"] is True
