@@ -1,0 +1,84 @@
+"""SIGKILL a `snas export` mid-way: nothing is published, and the same
+command run again publishes TF Serving version 1."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from snas_tf.export import serving
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
+KILLED_RUN = os.path.join(ROOT, "tests", "support", "killed_run.py")
+SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
+
+# A fresh (untrained) tiny network; three artifacts, verified in this
+# order: saved_model, tflite_fp32 (serving is the SavedModel's copy).
+EXPORT = [
+    "export",
+    "--genotype=SNAS_mild",
+    "--override=child.channels=4",
+    "--override=child.num_layers=3",
+    "--override=data.dataset=digits",
+    "--override=data.image_size=8",
+    "--override=data.max_examples=400",
+    "--runs=1",
+    "--formats",
+    "saved_model",
+    "serving",
+    "tflite_fp32",
+]
+
+
+def _run(argv, kill=None):
+    prefix = [sys.executable, KILLED_RUN, *kill] if kill else [SNAS]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        prefix + argv, capture_output=True, text=True, env=env, timeout=300
+    )
+
+
+@pytest.mark.slow
+def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
+    tmp_path,
+):
+    out = tmp_path / "out"
+    argv = [*EXPORT, f"--out={out}"]
+
+    # Killed as tflite_fp32's verification starts: the SavedModel is
+    # staged and verified, the TFLite file staged.
+    killed = _run(argv, kill=["verify", "2"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    leftovers = os.listdir(out)
+    # Only the hidden staging directory is left: no report, no artifact,
+    # no serving/ for a model server to pick up.
+    assert len(leftovers) == 1 and leftovers[0].startswith(".tmp-export-")
+    stage = out / leftovers[0]
+    assert sorted(os.listdir(stage)) == ["model_fp32.tflite", "saved_model"]
+    assert serving.served_models(out / "serving") == []
+    assert serving.next_version(out / "serving" / "snas") == 1
+
+    rerun = _run(argv)
+    assert rerun.returncode == 0, rerun.stderr
+    report = json.loads((out / "report.json").read_text())
+    assert report["serving_version_dir"] == os.path.join("serving", "snas", "1")
+    assert [r["format"] for r in report["artifacts"]] == [
+        "saved_model",
+        "tflite_fp32",
+    ]
+    assert all(r["passed"] for r in report["artifacts"])
+    assert (out / "serving" / "snas" / "1" / "saved_model.pb").is_file()
+    assert sorted(os.listdir(out / "serving" / "snas")) == ["1"]
+    assert (out / "saved_model" / "saved_model.pb").is_file()
+    assert (out / "model_fp32.tflite").stat().st_size > 0
+    visible = sorted(n for n in os.listdir(out) if not n.startswith("."))
+    assert visible == [
+        "model_fp32.tflite",
+        "report.json",
+        "report.md",
+        "saved_model",
+        "serving",
+    ]

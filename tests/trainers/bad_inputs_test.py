@@ -1,0 +1,461 @@
+"""A catalogue of bad inputs to the `snas` CLI.
+
+Each fails with a non-zero status and one stderr line that names the bad
+value, and leaves every file already there (model dirs, export outputs,
+configs) byte for byte as it was, and creates none. Most cases run
+in-process through `cli.main`; three run the `snas` console script, so no
+traceback reaches a user's terminal. Last, two bad requests to an exported
+SavedModel's signatures.
+"""
+
+import hashlib
+import json
+import os
+import re
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from snas_tf.config import DataConfig, RetrainConfig, load_config, save_config
+from snas_tf.export import savedmodel
+from snas_tf.genotype import get_genotype
+from snas_tf.models.child_network import build_child_network
+from snas_tf.trainers import cli
+
+SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
+
+SEARCH = [
+    "model.channels=4",
+    "model.num_cells=3",
+    "model.num_nodes=2",
+    "search.epochs=1",
+    "search.batch_size=16",
+    "data.dataset=digits",
+    "data.image_size=8",
+    "data.max_examples=96",
+    "runtime.verbose=0",
+]
+RETRAIN = [
+    "child.channels=4",
+    "child.num_layers=3",
+    "child.auxiliary=false",
+    "train.epochs=1",
+    "train.batch_size=8",
+    "data.dataset=digits",
+    "data.image_size=8",
+    "data.max_examples=48",
+    "runtime.verbose=0",
+]
+TUNE_RETRAIN = [
+    "--retrain-override=child.num_layers=3",
+    "--retrain-override=child.channels=4",
+    "--retrain-override=data.dataset=digits",
+    "--retrain-override=data.image_size=8",
+]
+WEIGHTS = "ckpt-00000004-0-4.weights.h5"
+STATE = json.dumps(
+    {
+        "epoch": 0,
+        "step": 4,
+        "iterations": 4,
+        "weights": WEIGHTS,
+        "seed_states": [[0, 4]],
+        "epochs": [],
+        "records": [],
+    }
+)
+
+
+def _overrides(keys):
+    return [f"--override={key}" for key in keys]
+
+
+def search(model_dir, *extra):
+    return ["search", f"--model-dir={model_dir}", *_overrides(SEARCH), *extra]
+
+
+def retrain(model_dir, *extra):
+    return [
+        "retrain",
+        f"--model-dir={model_dir}",
+        "--genotype=SNAS_mild",
+        *_overrides(RETRAIN),
+        *extra,
+    ]
+
+
+def _write(path, content):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+
+
+def _interrupted_run(path, config, state=STATE, weights=b"\x89HDF\r\n\x1a\n"):
+    """A model_dir as an interrupted job leaves it: config, genotype,
+    a checkpoint, TensorBoard logs. The weights file is only an HDF5
+    signature, so a resume fails when it restores them."""
+    save_config(config, path / "config.yaml")
+    _write(path / "genotype.json", get_genotype("SNAS_mild").to_json(2) + "\n")
+    _write(path / "checkpoints" / "state.json", state)
+    if weights is not None:
+        _write(path / "checkpoints" / WEIGHTS, weights)
+    _write(path / "logs" / "train" / "events.out.tfevents.1", b"\0events")
+
+
+def make_world(root):
+    """Everything the cases point at, under one root to hash."""
+    retrain_config = load_config([], RETRAIN, RetrainConfig)
+    _interrupted_run(root / "retrain", retrain_config)
+    _interrupted_run(
+        root / "corrupt_state", retrain_config, state='{"epoch": 0, "st'
+    )
+    _interrupted_run(root / "no_weights", retrain_config, weights=None)
+    _interrupted_run(root / "search", load_config([], SEARCH), state="\0\0")
+    _write(root / "out" / "report.json", '{"artifacts": []}\n')
+    _write(root / "out" / "model_fp32.tflite", b"TFL3 earlier export")
+    (root / "empty").mkdir()
+    (root / "images" / "train" / "cat").mkdir(parents=True)
+    _write(root / "bad.yaml", "search:\n  epochs: [1,\n")
+    _write(root / "list.yaml", "- search.epochs=1\n")
+    _write(root / "genotype.json", '{"format_version": 1, "normal": [')
+    return root
+
+
+@pytest.fixture
+def world(tmp_path):
+    return make_world(tmp_path)
+
+
+def snapshot(root):
+    """Every directory and file under `root`: relative path -> sha256 of
+    its bytes (None for a directory)."""
+    out = {}
+    for directory, dirs, files in os.walk(root):
+        for name in dirs:
+            out[os.path.relpath(os.path.join(directory, name), root)] = None
+        for name in files:
+            path = os.path.join(directory, name)
+            with open(path, "rb") as f:
+                digest = hashlib.sha256(f.read()).hexdigest()
+            out[os.path.relpath(path, root)] = digest
+    return out
+
+
+# (argv, text the error line must contain); "{w}" is the `world` root.
+CASES = {
+    "override_unknown_key": (
+        search("{w}/search", "--override=search.epoch=1"),
+        "'search.epoch'",
+    ),
+    "override_wrong_type": (
+        search("{w}/search", "--override=search.epochs=abc"),
+        "got 'abc'",
+    ),
+    "override_without_equals": (
+        search("{w}/search", "--override=search.epochs"),
+        "'search.epochs'",
+    ),
+    "override_invalid_yaml": (
+        search("{w}/search", "--override=model.primitives=[none, max"),
+        "'model.primitives=[none, max'",
+    ),
+    "missing_config_file": (
+        search("{w}/search", "--config={w}/nope.yaml"),
+        "{w}/nope.yaml",
+    ),
+    "invalid_yaml_config": (
+        search("{w}/search", "--config={w}/bad.yaml"),
+        "{w}/bad.yaml",
+    ),
+    "config_is_a_list": (
+        search("{w}/search", "--config={w}/list.yaml"),
+        "{w}/list.yaml",
+    ),
+    "unknown_genotype_name": (
+        retrain("{w}/retrain", "--genotype=SNAS_bold"),
+        "'SNAS_bold'",
+    ),
+    "malformed_genotype_json": (
+        retrain("{w}/retrain", '--genotype={"normal": [["sep_conv_3x3"'),
+        """'{"normal": [["sep_conv_3x3"'""",
+    ),
+    "malformed_genotype_file": (
+        retrain("{w}/retrain", "--genotype={w}/genotype.json"),
+        "{w}/genotype.json",
+    ),
+    "genotype_unknown_op": (
+        retrain(
+            "{w}/retrain",
+            "--genotype=normal=conv_9x9:0,skip_connect:1|skip_connect:0"
+            ";reduce=max_pool_3x3:0,max_pool_3x3:1|skip_connect:2",
+        ),
+        "'conv_9x9'",
+    ),
+    "genotype_file_missing": (
+        retrain("{w}/retrain", "--genotype={w}/runs/genotype.json"),
+        "{w}/runs/genotype.json",
+    ),
+    "unknown_dataset": (
+        search("{w}/search", "--override=data.dataset=no_such_dataset"),
+        "'no_such_dataset'",
+    ),
+    "image_folder_missing": (
+        search(
+            "{w}/search",
+            "--override=data.dataset=image_folder",
+            "--override=data.data_dir={w}/no_images",
+        ),
+        "{w}/no_images",
+    ),
+    "image_folder_empty": (
+        search(
+            "{w}/search",
+            "--override=data.dataset=image_folder",
+            "--override=data.data_dir={w}/images",
+        ),
+        "{w}/images",
+    ),
+    "unknown_augment": (
+        search("{w}/search", "--override=data.augment=autoaugment"),
+        "'autoaugment'",
+    ),
+    "batch_larger_than_data": (
+        search("{w}/new", "--override=search.batch_size=1000"),
+        "1000",
+    ),
+    "negative_epochs": (
+        search("{w}/new", "--override=search.epochs=-1"),
+        "'search.epochs' must be >= 1, got -1",
+    ),
+    "zero_epochs": (
+        retrain("{w}/new", "--override=train.epochs=0"),
+        "'train.epochs' must be >= 1, got 0",
+    ),
+    "unknown_lr_schedule": (
+        retrain("{w}/new", "--override=train.lr_schedule=step"),
+        "'step'",
+    ),
+    "search_resume_corrupt_state": (
+        search("{w}/search"),
+        "{w}/search/checkpoints/state.json",
+    ),
+    "retrain_resume_corrupt_state": (
+        retrain("{w}/corrupt_state"),
+        "{w}/corrupt_state/checkpoints/state.json",
+    ),
+    "retrain_resume_missing_weights": (
+        retrain("{w}/no_weights"),
+        f"'{WEIGHTS}', which is missing",
+    ),
+    "retrain_resume_garbage_weights": (
+        retrain("{w}/retrain"),
+        f"{{w}}/retrain/checkpoints/{WEIGHTS}",
+    ),
+    "resume_under_another_config": (
+        retrain("{w}/retrain", "--override=train.epochs=2"),
+        "train.epochs: 1 -> 2",
+    ),
+    "unknown_export_format": (
+        ["export", "--out={w}/out", "--genotype=SNAS_mild"]
+        + ["--formats", "saved_model", "tflite_int4"],
+        "'tflite_int4'",
+    ),
+    "export_without_a_model": (
+        ["export", "--out={w}/out"],
+        "--model-dir",
+    ),
+    "export_model_dir_without_model": (
+        ["export", "--out={w}/out", "--model-dir={w}/retrain"],
+        "no model.keras",
+    ),
+    "tune_budget_below_smallest_network": (
+        ["tune", "--model-dir={w}/new", "--max-params=10", *TUNE_RETRAIN]
+        + _overrides(SEARCH),
+        "--max-params 10",
+    ),
+    "tune_without_budget": (
+        ["tune", "--model-dir={w}/new", *_overrides(SEARCH)],
+        "--max-params",
+    ),
+    "plot_without_outputs": (
+        ["plot", "--model-dir={w}/empty"],
+        "{w}/empty",
+    ),
+}
+# argparse's own errors: usage lines, then the error line.
+ARGPARSE_CASES = {
+    "unknown_subcommand": (["serch", "--model-dir={w}/search"], "'serch'"),
+    "unknown_flag": (search("{w}/search", "--epochs=3"), "--epochs=3"),
+    "summary_unknown_network": (
+        ["summary", "--genotype=SNAS_mild", "--network=mobile"],
+        "'mobile'",
+    ),
+    "tune_budget_not_a_count": (
+        ["tune", "--model-dir={w}/new", "--max-params=lots"],
+        "'lots'",
+    ),
+}
+
+
+def _format(case, root):
+    argv, named = case
+    return [a.replace("{w}", str(root)) for a in argv], named.replace(
+        "{w}", str(root)
+    )
+
+
+def run_cli(argv, capsys):
+    """(exit status, stderr lines) of `snas ARGV` run in-process."""
+    try:
+        code = cli.main(argv)
+    except SystemExit as e:  # argparse
+        code = e.code
+    return code, capsys.readouterr().err.strip().splitlines()
+
+
+@pytest.mark.parametrize("case", CASES, ids=str)
+def test_bad_input_is_one_line_naming_it_and_touches_nothing(
+    world, capsys, case
+):
+    argv, named = _format(CASES[case], world)
+    before = snapshot(world)
+    code, lines = run_cli(argv, capsys)
+    assert code == 2, lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith(f"snas {argv[0]}: error: "), lines
+    assert named in lines[0]
+    assert snapshot(world) == before
+
+
+@pytest.mark.parametrize("case", ARGPARSE_CASES, ids=str)
+def test_argparse_errors_name_the_value_and_touch_nothing(world, capsys, case):
+    argv, named = _format(ARGPARSE_CASES[case], world)
+    before = snapshot(world)
+    code, lines = run_cli(argv, capsys)
+    assert code == 2
+    assert re.match(r"snas( \w+)?: error: ", lines[-1]) and named in lines[-1]
+    assert not any("Traceback" in line for line in lines)
+    assert snapshot(world) == before
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="argparse prints its usage (up to 3 lines) before the error "
+    "line; needs a one-line ArgumentParser.error in trainers/cli.py",
+)
+@pytest.mark.parametrize("case", ARGPARSE_CASES, ids=str)
+def test_argparse_errors_are_one_line(world, capsys, case):
+    argv, _ = _format(ARGPARSE_CASES[case], world)
+    _, lines = run_cli(argv, capsys)
+    assert len(lines) == 1, lines
+
+
+_TF_LOG = re.compile(
+    r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
+    r"[IWEF]\d{4} \d\d:\d\d:\d\d)"
+)
+
+
+SCRIPT_CASES = (
+    "override_invalid_yaml",
+    "genotype_file_missing",
+    "retrain_resume_corrupt_state",
+)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def scripts(tmp_path_factory):
+    """The `snas` console script on `SCRIPT_CASES`, each in a world of its
+    own, started with the module: each process starts TensorFlow (~8 s of
+    CPU here), so they run while the in-process cases do."""
+    started = {}
+    for case in SCRIPT_CASES:
+        world = make_world(tmp_path_factory.mktemp(case))
+        argv, named = _format(CASES[case], world)
+        process = subprocess.Popen(
+            [SNAS, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2"),
+        )
+        started[case] = (process, world, snapshot(world), named)
+    yield started
+    for process, *_ in started.values():
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("case", SCRIPT_CASES)
+def test_console_script_prints_one_line_and_no_traceback(scripts, case):
+    """The real `snas` process: only TensorFlow's C++ start-up log lines
+    (absl's, before its logging is initialised) share stderr with the
+    error line."""
+    process, world, before, named = scripts[case]
+    stdout, stderr = process.communicate(timeout=300)
+    lines = [line for line in stderr.splitlines() if not _TF_LOG.match(line)]
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1 and named in lines[0], stderr
+    assert stdout == ""
+    assert snapshot(world) == before
+
+
+@pytest.fixture(scope="module")
+def signatures(tmp_path_factory):
+    """The two serving signatures of a tiny exported SavedModel (8x8)."""
+    keras.utils.set_random_seed(0)
+    model = build_child_network(
+        "SNAS_mild",
+        num_classes=3,
+        channels=4,
+        num_layers=3,
+        image_size=8,
+        auxiliary=False,
+    )
+    path = tmp_path_factory.mktemp("export") / "saved_model"
+    data = DataConfig(dataset="digits", image_size=8)
+    savedmodel.export_saved_model(model, path, data)
+    loaded = tf.saved_model.load(str(path))
+    return loaded, loaded.signatures
+
+
+def _jpeg(seed=0):
+    pixels = np.random.default_rng(seed).integers(0, 256, (20, 28, 3))
+    return tf.io.encode_jpeg(pixels.astype("uint8")).numpy()
+
+
+def test_serving_bytes_rejects_corrupt_image_bytes(signatures):
+    _, fns = signatures
+    fn = fns[savedmodel.SERVING_BYTES]
+    good = _jpeg()
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid JPEG"):
+        fn(image_bytes=tf.constant([good, good[: len(good) // 2]]))
+    with pytest.raises(tf.errors.InvalidArgumentError, match="Invalid GIF"):
+        fn(image_bytes=tf.constant([b"GIF89a" + b"\0" * 20]))
+    assert fn(image_bytes=tf.constant([good]))["logits"].shape == (1, 3)
+
+
+@pytest.mark.parametrize(
+    "shape",
+    [(1, 16, 16, 3), (1, 9, 9, 3), (8, 8, 3), (2, 8, 8, 1)],
+    ids=str,
+)
+def test_serving_default_rejects_a_wrong_image_shape(signatures, shape):
+    # (1, 16, 16, 3) used to return logits: the network pools globally.
+    _, fns = signatures
+    fn = fns[savedmodel.SERVING_DEFAULT]
+    received = ",".join(map(str, shape))
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=rf"tensor images \[{received}\] is not compatible with "
+        r"expected shape \[\?,8,8,3\]",
+    ):
+        fn(images=tf.zeros(shape))
+    assert fn(images=tf.zeros((2, 8, 8, 3)))["logits"].shape == (2, 3)
