@@ -2,7 +2,9 @@
 
 For each setting, in a fresh subprocess (so peak RSS is its own): seconds
 per `fit` train step (median of N after warm-up), the first step (trace +
-graph optimisation + first run) and the process's peak RSS.
+graph optimisation + first run), the process's peak RSS, and the achieved
+GFLOP/s (3 x 2 x forward multiply-adds of the softened supernet x batch /
+step) against the CPU's peak (`harness.PEAK_GFLOPS`).
 
 Settings (32x32x3 inputs, 10 classes, reparametrization penalty on):
     paper: 8 cells, 16 channels, batch 64 (SNAS §3 search setting)
@@ -10,92 +12,70 @@ Settings (32x32x3 inputs, 10 classes, reparametrization penalty on):
 
 Usage:
     python benchmarks/search_step.py [--settings paper small] [--steps 5]
-        [--intra 1] [--inter 2] [--xla]
+        [--warmup 2] [--intra 1] [--inter 2] [--xla]
+        [--quick] [--cells N] [--channels C] [--batch B] [--image-size S]
 """
 
 import argparse
-import json
-import subprocess
-import sys
+
+import harness
 
 SETTINGS = {
-    "paper": {"num_cells": 8, "channels": 16, "batch": 64},
-    "small": {"num_cells": 5, "channels": 8, "batch": 32},
+    "paper": {"num_cells": 8, "channels": 16, "batch": 64, "image_size": 32},
+    "small": {"num_cells": 5, "channels": 8, "batch": 32, "image_size": 32},
 }
 
 
-def _measure(setting, steps, intra, inter, xla):
-    import os
-    import resource
-    import time
+def add_model_flags(parser):
+    """Supernet options; each one is read by `supernet_options`.
 
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # As `import snas_tf` does, before TensorFlow is imported.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-    import tensorflow as tf
+    The child process re-parses the same command line, so a flag added
+    here reaches it with no passthrough code.
+    """
 
-    # Must be set before any op runs (STACK-NOTES: 1/2 was fastest here).
-    tf.config.threading.set_intra_op_parallelism_threads(intra)
-    tf.config.threading.set_inter_op_parallelism_threads(inter)
-    import keras
+
+def supernet_options(args) -> dict:
+    """`SNASSupernet` keyword arguments from the model flags."""
+    return {}
+
+
+def _measure(setting, args):
     import numpy as np
 
+    tf = harness.import_tensorflow(args.intra, args.inter)
     from snas_tf.models import SNASSupernet
 
-    cfg = SETTINGS[setting]
+    cfg = harness.sizes(SETTINGS[setting], args)
+    options = supernet_options(args)
     model = SNASSupernet(
         num_classes=10,
         channels=cfg["channels"],
         num_cells=cfg["num_cells"],
         penalty_strength=1.5e-3,
+        **options,
     )
-    model.compile(jit_compile=xla)
+    model.compile(jit_compile=args.xla)
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(cfg["batch"], 32, 32, 3)).astype("float32")
+    side = cfg["image_size"]
+    x = rng.normal(size=(cfg["batch"], side, side, 3)).astype("float32")
     y = rng.integers(0, 10, size=(cfg["batch"],)).astype("int32")
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-
-    class Timer(keras.callbacks.Callback):
-        def __init__(self):
-            super().__init__()
-            self.times = []
-
-        def on_train_batch_begin(self, batch, logs=None):
-            self._t = time.perf_counter()
-
-        def on_train_batch_end(self, batch, logs=None):
-            self.times.append(time.perf_counter() - self._t)
-
-    timer = Timer()
-    start = time.perf_counter()
-    warmup = 2
-    model.fit(
-        data,
-        steps_per_epoch=1 + warmup + steps,
-        epochs=1,
-        verbose=0,
-        callbacks=[timer],
-    )
-    total = time.perf_counter() - start
-    # The first batch timing misses model build; charge it from fit start.
-    first = total - sum(timer.times[1:])
-    step = float(np.median(timer.times[1 + warmup :]))
-    gflop = 2 * 3 * _forward_madds(model, x.shape) * cfg["batch"] / 1e9
+    first, step = harness.time_fit(model, data, args.warmup, args.steps)
+    madds = _forward_madds(model, x.shape)
     return {
         "setting": setting,
         **cfg,
-        "image_size": 32,
+        **options,
         "seconds_per_step": round(step, 4),
         "first_step_seconds": round(first, 2),
-        "peak_rss_gb": round(
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 3
-        ),
-        "approx_gflop_per_step": round(gflop, 1),
-        "gflops_per_second": round(gflop / step, 1),
-        "steps_measured": steps,
-        "intra_op_threads": intra,
-        "inter_op_threads": inter,
-        "xla": xla,
+        "multiply_adds_per_image": madds,
+        **harness.throughput(madds, cfg["batch"], step),
+        "steps_measured": args.steps,
+        "warmup_steps": args.warmup,
+        "intra_op_threads": args.intra,
+        "inter_op_threads": args.inter,
+        "xla": args.xla,
+        "quick": args.quick,
     }
 
 
@@ -129,46 +109,25 @@ def _forward_madds(model, shape):
 
 
 def main(argv=None):
+    import sys
+
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "--settings", nargs="+", default=list(SETTINGS), choices=SETTINGS
-    )
-    parser.add_argument("--steps", type=int, default=5)
+    # --quick: 16x16 images (the supernet has no auxiliary head).
+    harness.add_common_flags(parser, SETTINGS, image_size_quick=16)
     parser.add_argument("--intra", type=int, default=1)
     parser.add_argument("--inter", type=int, default=2)
     parser.add_argument("--xla", action="store_true")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
+    add_model_flags(parser.add_argument_group("model options"))
+    args = harness.apply_quick(parser.parse_args(argv))
     if args.child:
-        result = _measure(
-            args.child, args.steps, args.intra, args.inter, args.xla
-        )
-        print(json.dumps(result))
+        harness.emit_child(_measure(args.child, args))
         return
     results = []
     for setting in args.settings:
-        cmd = [
-            sys.executable,
-            __file__,
-            "--child",
-            setting,
-            "--steps",
-            str(args.steps),
-            "--intra",
-            str(args.intra),
-            "--inter",
-            str(args.inter),
-        ] + (["--xla"] if args.xla else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=False)
-        if out.returncode != 0:
-            results.append(
-                {"setting": setting, "error": out.stderr.strip()[-2000:]}
-            )
-            continue
-        results.append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(
-        json.dumps({"benchmark": "search_step", "results": results}, indent=2)
-    )
+        result = harness.run_child(__file__, argv, setting)
+        results.append({"setting": setting, **result})
+    harness.emit("search_step", results)
 
 
 if __name__ == "__main__":

@@ -288,6 +288,23 @@ class NaNGuard(keras.callbacks.Callback):
             )
 
 
+def restore(model, directory):
+    """Loads the newest checkpoint in `directory` into `model`.
+
+    Returns:
+        The checkpoint state (for `fit_resumable`), or None if there is no
+        checkpoint.
+
+    Raises:
+        ValueError: for a corrupt checkpoint (before `fit`, so a job can
+            check it before writing anything).
+    """
+    state = load_state(directory)
+    if state is not None:
+        restore_weights(model, state, directory)
+    return state
+
+
 def fit_resumable(
     model,
     make_train,
@@ -297,11 +314,12 @@ def fit_resumable(
     callbacks,
     directory,
     every_steps=None,
+    state=None,
     records=None,
     verbose=1,
 ):
-    """`model.fit` over `epochs`, resuming from `directory` if it holds a
-    checkpoint.
+    """`model.fit` over `epochs`, checkpointing into `directory`, going on
+    from a restored `state`.
 
     Args:
         model: a compiled, built model.
@@ -314,6 +332,8 @@ def fit_resumable(
         directory: checkpoint directory.
         every_steps: mid-epoch checkpoint interval in steps (None: epochs
             only).
+        state: what `restore(model, directory)` returned: the run goes on
+            from there (None: from the start).
         records: a list saved and restored with the checkpoints.
 
     Returns:
@@ -322,9 +342,7 @@ def fit_resumable(
     checkpoint = ResumableCheckpoint(directory, every_steps, records)
     guard = NaNGuard()
     epoch, step = 0, 0
-    state = load_state(directory)
     if state is not None:
-        restore_weights(model, state, directory)
         checkpoint.restore(state)
         epoch, step = state["epoch"], state["step"]
         if verbose:

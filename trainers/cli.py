@@ -10,6 +10,13 @@ import os
 import sys
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line (no usage block first)."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
+
+
 def _add_config_args(p, job):
     p.add_argument(
         "--config",
@@ -222,9 +229,10 @@ def _run_summary(args):
 
 def _run_search(args):
     from snas_tf.config import load_config
-    from snas_tf.trainers.search import run_search
 
     config = load_config(args.config, args.override)
+    from snas_tf.trainers.search import run_search  # imports TensorFlow
+
     model_dir = _default_dir(args, "search")
     summary = run_search(config, model_dir)
     last = summary["last_epoch"]
@@ -245,9 +253,10 @@ def _default_dir(args, job):
 
 def _run_retrain(args):
     from snas_tf.config import RetrainConfig, load_config
-    from snas_tf.trainers.retrain import run_retrain
 
     config = load_config(args.config, args.override, RetrainConfig)
+    from snas_tf.trainers.retrain import run_retrain  # imports TensorFlow
+
     model_dir = _default_dir(args, "retrain")
     summary = run_retrain(config, args.genotype, model_dir)
     print(f"Genotype: {summary['genotype']}")
@@ -368,12 +377,13 @@ def _tune_parser(sub):
 
 def _run_tune(args):
     from snas_tf.config import RetrainConfig, load_config
-    from snas_tf.trainers.tune import run_tune
 
     config = load_config(args.config, args.override)
     retrain = load_config(
         args.retrain_config, args.retrain_override, RetrainConfig
     )
+    from snas_tf.trainers.tune import run_tune  # imports TensorFlow
+
     run_tune(
         config,
         _default_dir(args, "tune"),
@@ -435,7 +445,7 @@ def main(argv=None) -> int:
     # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) are
     # noise for a CLI user; errors still show. An explicit setting wins.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="snas",
         description="SNAS: stochastic neural architecture search in Keras.",
     )

@@ -22,7 +22,7 @@ from snas_tf.callbacks import DropPathScheduler
 from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
-    load_state,
+    restore,
 )
 from snas_tf.config import RetrainConfig, save_config, write_atomic
 from snas_tf.data import retrain_data
@@ -171,11 +171,12 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
     checkpoints = os.path.join(out, "checkpoints")
     if check_resume_config(out, config):
         _check_same_genotype(out, genotype)
-    load_state(checkpoints)  # a corrupt checkpoint fails before writing
     with strategy.scope():
         trainer = build_trainer(
             config, genotype, data.num_classes, data.steps_per_epoch
         )
+        # A corrupt checkpoint fails here, before anything is written.
+        state = restore(trainer, checkpoints)
     # Everything is validated: now write.
     os.makedirs(out, exist_ok=True)
     save_config(config, os.path.join(out, "config.yaml"))
@@ -198,6 +199,7 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
         callbacks,
         checkpoints,
         every_steps=config.runtime.checkpoint_steps,
+        state=state,
         verbose=config.runtime.verbose,
     )
     model = inference_network(config, genotype, trainer)

@@ -18,7 +18,7 @@ from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
 from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
-    load_state,
+    restore,
 )
 from snas_tf.config import Config, save_config, write_atomic
 from snas_tf.data import search_data
@@ -120,10 +120,11 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
     data = search_data(config.data, s.batch_size, seed, s.epochs)
     checkpoints = os.path.join(model_dir, "checkpoints")
     check_resume_config(model_dir, config)
-    load_state(checkpoints)  # a corrupt checkpoint fails before writing
     with strategy.scope():
         model = build_supernet(config, data.num_classes, data.steps_per_epoch)
         model.build((None,) + data.input_shape)
+        # A corrupt checkpoint fails here, before anything is written.
+        state = restore(model, checkpoints)
     os.makedirs(model_dir, exist_ok=True)
     save_config(config, os.path.join(model_dir, "config.yaml"))
     monitor = SearchMonitor(s.derivation_rule)
@@ -151,6 +152,7 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         job_callbacks,
         checkpoints,
         every_steps=config.runtime.checkpoint_steps,
+        state=state,
         records=monitor.records,
         verbose=config.runtime.verbose,
     )

@@ -17,6 +17,7 @@ from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
     load_state,
+    restore,
     restore_weights,
 )
 from snas_tf.config import load_config, save_config
@@ -92,6 +93,7 @@ def fit(model, directory, callbacks=(), nan_at=None, epochs=EPOCHS):
         list(callbacks),
         directory,
         every_steps=EVERY,
+        state=restore(model, directory),
         verbose=0,
     )
 

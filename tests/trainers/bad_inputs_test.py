@@ -344,11 +344,6 @@ def test_argparse_errors_name_the_value_and_touch_nothing(world, capsys, case):
     assert snapshot(world) == before
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="argparse prints its usage (up to 3 lines) before the error "
-    "line; needs a one-line ArgumentParser.error in trainers/cli.py",
-)
 @pytest.mark.parametrize("case", ARGPARSE_CASES, ids=str)
 def test_argparse_errors_are_one_line(world, capsys, case):
     argv, _ = _format(ARGPARSE_CASES[case], world)
