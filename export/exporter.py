@@ -282,6 +282,7 @@ def _evaluate(artifact, fixed, held, expected_fixed, expected_held, runs):
 
 def _publish(stage_path, final_path):
     """Moves a staged file or directory into place, replacing an old one."""
+    shutil.rmtree(final_path + ".old", ignore_errors=True)  # a killed swap
     if os.path.isdir(final_path):
         old = final_path + ".old"
         shutil.rmtree(old, ignore_errors=True)
@@ -290,6 +291,54 @@ def _publish(stage_path, final_path):
         shutil.rmtree(old, ignore_errors=True)
     else:
         os.replace(stage_path, final_path)
+
+
+JOURNAL = ".publish.json"
+
+
+def _publish_all(out, stage, moves, serving):
+    """Moves staged paths (relative to `stage`) to the same paths under
+    `out`, as if in one step.
+
+    The list is first written to `out/.publish.json`; a publish killed
+    half-way is finished by the next `export_model` into `out`
+    (`_finish_publish`), so `out` never stays a mix of two exports.
+    """
+    os.makedirs(out, exist_ok=True)
+    journal = {
+        "stage": os.path.relpath(stage, out),
+        "moves": moves,
+        "serving": serving,
+    }
+    write_atomic(os.path.join(out, JOURNAL), json.dumps(journal) + "\n")
+    _finish_publish(out)
+
+
+def _finish_publish(out) -> bool:
+    """Completes the publish recorded in `out/.publish.json`, if any.
+
+    Each move is a rename, done only while its source is still staged, so
+    finishing twice is harmless. Returns whether there was one.
+    """
+    path = os.path.join(out, JOURNAL)
+    if not os.path.exists(path):
+        return False
+    with open(path) as f:
+        journal = json.load(f)
+    stage = os.path.join(out, journal["stage"])
+    for rel in journal["moves"]:
+        source, final = os.path.join(stage, rel), os.path.join(out, rel)
+        if os.path.exists(source):
+            os.makedirs(os.path.dirname(final), exist_ok=True)
+            _publish(source, final)
+    if journal["serving"]:
+        from snas_tf.export import serving
+
+        # Lists every model served from OUT/serving.
+        serving.write_models_config(os.path.join(out, "serving"))
+    os.remove(path)
+    common.remove_quietly(stage)
+    return True
 
 
 def _report_md(report):
@@ -351,6 +400,8 @@ def export_model(
     """
     formats = check_formats(formats)
     say = progress or (lambda *_: None)
+    if _finish_publish(str(out)):
+        say(f"Finished the publish of an interrupted export into {out}.")
     model = source.model
     fixed, held, labels, calibration, data_desc = _batches(source)
     expected_fixed = np.asarray(model.predict(fixed, verbose=0), "float32")
@@ -401,44 +452,51 @@ def export_model(
                     for r in failed
                 )
             )
-        # Everything verified: publish.
-        os.makedirs(out, exist_ok=True)
+        # Everything verified: stage the reports and the TF Serving version
+        # too, then publish by renames under a journal (`_publish_all`).
+        report = {
+            "model_name": model_name,
+            "genotype": source.genotype.to_string(),
+            "trained": source.trained,
+            "input_shape": list(model.inputs[0].shape[1:]),
+            "data": data_desc,
+            "threads": threads,
+            "latency_runs": latency_runs,
+            "float_tolerance": FLOAT_TOLERANCE,
+            "min_agreement": MIN_AGREEMENT,
+            "artifacts": rows,
+        }
+        moves = [os.path.relpath(a.path, stage) for a in artifacts]
+        serving_root = None
         if "serving" in formats:
             from snas_tf.export import serving
 
-            version_dir = serving.write_serving_layout(
-                os.path.join(stage, "saved_model"),
-                os.path.join(out, "serving"),
+            serving_root = os.path.join(out, "serving")
+            version = os.path.join(
+                "serving",
                 model_name,
+                str(
+                    serving.next_version(os.path.join(serving_root, model_name))
+                ),
             )
-            # Lists every model served from OUT/serving.
-            serving.write_models_config(os.path.join(out, "serving"))
-            say(f"TF Serving version: {version_dir}")
-        for artifact in artifacts:
-            _publish(
-                artifact.path,
-                os.path.join(out, os.path.relpath(artifact.path, stage)),
+            shutil.copytree(
+                os.path.join(stage, "saved_model"), os.path.join(stage, version)
             )
+            report["serving_version_dir"] = version
+            moves.append(version)
+        write_atomic(
+            os.path.join(stage, "report.json"),
+            json.dumps(report, indent=2) + "\n",
+        )
+        write_atomic(os.path.join(stage, "report.md"), _report_md(report))
+        moves += ["report.json", "report.md"]  # last: they mark completion
+        _publish_all(out, stage, moves, serving_root is not None)
+        if serving_root is not None:
+            say(f"TF Serving version: {os.path.join(out, version)}")
     finally:
-        common.remove_quietly(stage)
-    report = {
-        "model_name": model_name,
-        "genotype": source.genotype.to_string(),
-        "trained": source.trained,
-        "input_shape": list(model.inputs[0].shape[1:]),
-        "data": data_desc,
-        "threads": threads,
-        "latency_runs": latency_runs,
-        "float_tolerance": FLOAT_TOLERANCE,
-        "min_agreement": MIN_AGREEMENT,
-        "artifacts": rows,
-    }
-    if "serving" in formats:
-        report["serving_version_dir"] = os.path.relpath(version_dir, out)
-    write_atomic(
-        os.path.join(out, "report.json"), json.dumps(report, indent=2) + "\n"
-    )
-    write_atomic(os.path.join(out, "report.md"), _report_md(report))
+        # A publish that failed half-way keeps its stage for the journal.
+        if not os.path.exists(os.path.join(out, JOURNAL)):
+            common.remove_quietly(stage)
     return report
 
 

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from snas_tf.export import serving
+from snas_tf.export import exporter, serving
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
 KILLED_RUN = os.path.join(ROOT, "tests", "support", "killed_run.py")
@@ -82,3 +82,20 @@ def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
         "saved_model",
         "serving",
     ]
+
+    # Killed half-way through publishing a second export: the journal
+    # names what is left, and finishing it (as the next export into OUT
+    # does first) completes version 2 without touching the staged files.
+    killed = _run(argv, kill=["publish", "2"])
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert (out / exporter.JOURNAL).is_file()
+    old = json.loads((out / "report.json").read_text())
+    assert old["serving_version_dir"] == os.path.join("serving", "snas", "1")
+    assert exporter._finish_publish(str(out))
+    report = json.loads((out / "report.json").read_text())
+    assert report["serving_version_dir"] == os.path.join("serving", "snas", "2")
+    assert sorted(os.listdir(out / "serving" / "snas")) == ["1", "2"]
+    assert (
+        sorted(n for n in os.listdir(out) if not n.startswith(".")) == visible
+    )
+    assert not (out / exporter.JOURNAL).exists()

@@ -9,6 +9,8 @@ Usage:
     python killed_run.py verify N ARGV...      (`snas export`) killed as
         the N-th artifact's verification starts: it and the ones before
         are staged, nothing is published yet
+    python killed_run.py publish N ARGV...     (`snas export`) killed before
+        the N-th rename of the publish: the earlier ones are done
 """
 
 import os
@@ -60,8 +62,20 @@ def main():
             return original(*args, **kwargs)
 
         exporter._evaluate = hooked
+    elif mode == "publish":
+        original = exporter._publish
+
+        def hooked(*args, **kwargs):
+            calls[0] += 1
+            if calls[0] == at:
+                _kill()
+            return original(*args, **kwargs)
+
+        exporter._publish = hooked
     else:
-        raise SystemExit(f"unknown mode {mode!r}: batch, checkpoint or verify")
+        raise SystemExit(
+            f"unknown mode {mode!r}: batch, checkpoint, verify or publish"
+        )
     return cli.main(argv)
 
 
