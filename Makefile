@@ -26,8 +26,10 @@ test: lint
 demo: $(STAMP)
 	$(VENV)/bin/snas demo
 
+# Every benchmark (benchmarks/README.md: tens of minutes, several GB).
+# A smoke run: make bench BENCH_ARGS=--quick
 bench: $(STAMP)
-	$(PY) benchmarks/search_step.py
+	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format snas_tf trainers export tests benchmarks

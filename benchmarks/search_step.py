@@ -17,6 +17,7 @@ Usage:
 """
 
 import argparse
+import sys
 
 import harness
 
@@ -109,12 +110,13 @@ def _forward_madds(model, shape):
 
 
 def main(argv=None):
-    import sys
-
     argv = sys.argv[1:] if argv is None else list(argv)
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    # --quick: 16x16 images (the supernet has no auxiliary head).
-    harness.add_common_flags(parser, SETTINGS, image_size_quick=16)
+    # --quick: 16x16 images (the supernet has no auxiliary head), and one
+    # setting: the two differ only in the sizes that --quick replaces.
+    harness.add_common_flags(
+        parser, SETTINGS, image_size_quick=16, quick_settings=["small"]
+    )
     parser.add_argument("--intra", type=int, default=1)
     parser.add_argument("--inter", type=int, default=2)
     parser.add_argument("--xla", action="store_true")

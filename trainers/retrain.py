@@ -4,8 +4,8 @@ Trains the child network of a genotype from scratch (SNAS §3.2-3.3) and
 writes into `model_dir`: `config.yaml` (first), `genotype.json`, `logs/`
 (TensorBoard), `checkpoints/` (the newest checkpoint, every epoch and every
 `runtime.checkpoint_steps` steps: run the same command again after a crash
-to resume), `history.json` (per-epoch metrics) and `model.keras`: the
-inference network (no auxiliary head, no drop-path) that `snas export`
+to resume), `history.json` (per-epoch metrics), `plots/` and `model.keras`:
+the inference network (no auxiliary head, no drop-path) that `snas export`
 ships. Every file is written under a temporary name and renamed.
 
 Under MultiWorkerMirroredStrategy the chief writes into `model_dir` and
@@ -210,6 +210,9 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
         os.path.join(out, "history.json"),
         json.dumps({"epochs": epochs}, indent=2) + "\n",
     )
+    from snas_tf.trainers.plot import run_plot
+
+    run_plot(out)
     last = epochs[-1] if epochs else {}
     return {
         "genotype": genotype.to_string(),

@@ -3,8 +3,9 @@
 Writes into `model_dir`: `config.yaml` (first), `logs/` (TensorBoard),
 `checkpoints/` (the newest checkpoint: every epoch and every
 `runtime.checkpoint_steps` steps; run the same command again to resume),
-`history.json` (per-epoch metrics, genotypes and softmax(α)) and
-`genotype.json` (the final derived architecture). Every file is written
+`history.json` (per-epoch metrics, genotypes and softmax(α)),
+`genotype.json` (the final derived architecture) and `plots/` (cells, α
+heatmaps, curves; `snas plot`). Every file is written
 under a temporary name and renamed.
 """
 
@@ -174,6 +175,9 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         os.path.join(model_dir, "history.json"),
         json.dumps(records, indent=2, default=float) + "\n",
     )
+    from snas_tf.trainers.plot import run_plot
+
+    run_plot(model_dir)
     return {
         "genotype": genotype.to_string(),
         "last_epoch": monitor.records[-1] if monitor.records else {},

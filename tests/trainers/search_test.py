@@ -32,6 +32,7 @@ def test_run_search_writes_every_output(tmp_path):
         assert (tmp_path / name).is_file(), name
     assert os.listdir(tmp_path / "checkpoints")
     assert os.listdir(tmp_path / "logs")
+    assert "alpha_epochs.png" in os.listdir(tmp_path / "plots")
     assert load_config([tmp_path / "config.yaml"]) == config
     genotype = Genotype.from_json((tmp_path / "genotype.json").read_text())
     assert genotype.to_string() == summary["genotype"]
