@@ -102,13 +102,16 @@ class SearchCell(keras.layers.Layer):
     def call(self, s0, s1, z, index=None):
         states = [self._pre0(s0), self._pre1(s1)]
         edges = self.search_space.edges
+        # One unstack (its gradient is one stack) instead of a strided
+        # slice per edge, whose gradients are full-size tensors to sum.
+        rows = ops.unstack(z, num=len(edges), axis=0)
         for node in range(self.search_space.num_nodes):
             total = None
             for e in edges:
                 if e.node != node:
                     continue
                 i = None if index is None else index[e.index]
-                out = self.edges[e.index](states[e.source], z[e.index], i)
+                out = self.edges[e.index](states[e.source], rows[e.index], i)
                 total = out if total is None else total + out
             states.append(total)
         return ops.concatenate(states[2:], axis=-1)

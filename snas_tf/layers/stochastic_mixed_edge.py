@@ -101,10 +101,12 @@ class StochasticMixedEdge(keras.layers.Layer):
             ]
             return ops.switch(index, branches, x)
         out = None
+        # One unstack, not a strided slice (and its gradient) per op.
+        weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
         for k, op in enumerate(self._ops):
             if op is None:
                 continue
-            term = ops.cast(z[k], x.dtype) * op(x)
+            term = weights[k] * op(x)
             out = term if out is None else out + term
         return self._zeros(x) if out is None else out
 
