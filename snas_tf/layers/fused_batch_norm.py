@@ -17,6 +17,8 @@ import threading
 import keras
 import tensorflow as tf
 
+from snas_tf.layers.slice_cropping import SliceCropping2D
+
 _STATE = threading.local()
 
 
@@ -94,9 +96,11 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
 
 
 class _SearchLayers:
-    """`keras.layers` with BatchNormalization swapped for the fused one."""
+    """`keras.layers` with BatchNormalization swapped for the fused one and
+    Cropping2D for one with a cheap gradient."""
 
     BatchNormalization = FusedBatchNormalization
+    Cropping2D = SliceCropping2D
 
     def __getattr__(self, name):
         return getattr(keras.layers, name)
