@@ -34,6 +34,7 @@ from snas_tf.models import (
     multiply_adds,
 )
 from snas_tf.models.child_trainer import ChildTrainer
+from snas_tf.optimizers import FusedSGD
 from snas_tf.strategy import make_strategy, worker_dir
 from snas_tf.trainers.search import configure_runtime
 from snas_tf.training import num_replicas as strategy_replicas
@@ -104,9 +105,7 @@ def build_trainer(config: RetrainConfig, genotype, num_classes, steps):
         auxiliary_weight=t.auxiliary_weight,
         label_smoothing=t.label_smoothing,
     )
-    optimizer = keras.optimizers.SGD(
-        learning_rate_schedule(t, steps), momentum=t.momentum
-    )
+    optimizer = FusedSGD(learning_rate_schedule(t, steps), momentum=t.momentum)
     trainer.compile(
         optimizer=optimizer,
         weight_decay=t.weight_decay,

@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from snas_tf import training
+from snas_tf.optimizers import FusedSGD
 
 
 class ChildTrainer(keras.Model):
@@ -87,7 +88,7 @@ class ChildTrainer(keras.Model):
                 metrics: the step defines them).
         """
         if optimizer is None:
-            optimizer = keras.optimizers.SGD(0.025, momentum=0.9)
+            optimizer = FusedSGD(0.025, momentum=0.9)
         optimizer = keras.optimizers.get(optimizer)
         training.check_no_clipping(optimizer)
         model_jit, wrap = training.replica_jit(self, jit_compile)

@@ -18,6 +18,7 @@ from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS, recomputing
 from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.ops import batch_norm
+from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
 MODES = ("snas", "darts")
@@ -97,7 +98,7 @@ def default_search_optimizers(
         alpha=learning_rate_min / learning_rate,
     )
     return (
-        keras.optimizers.SGD(lr, momentum=momentum),
+        FusedSGD(lr, momentum=momentum),
         keras.optimizers.Adam(
             arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
         ),
@@ -419,7 +420,7 @@ class SNASSupernet(keras.Model):
                 would clip per replica before the all-reduce.
         """
         if optimizer is None:
-            optimizer = keras.optimizers.SGD(0.025, momentum=0.9)
+            optimizer = FusedSGD(0.025, momentum=0.9)
         if arch_optimizer is None:
             arch_optimizer = keras.optimizers.Adam(
                 3e-4, beta_1=0.5, beta_2=0.999

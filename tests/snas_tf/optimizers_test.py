@@ -1,0 +1,62 @@
+import keras
+import numpy as np
+import tensorflow as tf
+
+from snas_tf.optimizers import FusedSGD
+
+
+def _train(optimizer, steps=3):
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((4,)), keras.layers.Dense(3), keras.layers.Dense(2)]
+    )
+    model.compile(optimizer=optimizer, loss="mse")
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(8, 4)).astype("float32")
+    y = rng.normal(size=(8, 2)).astype("float32")
+    model.fit(x, y, batch_size=4, epochs=steps, verbose=0, shuffle=False)
+    return model
+
+
+def test_same_weights_and_momentum_as_keras_sgd():
+    schedule = keras.optimizers.schedules.CosineDecay(0.1, 10)
+    ref = _train(keras.optimizers.SGD(schedule, momentum=0.9))
+    fused = _train(FusedSGD(schedule, momentum=0.9))
+    for a, b in zip(ref.get_weights(), fused.get_weights(), strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-6, atol=1e-7)
+    for a, b in zip(
+        ref.optimizer.variables, fused.optimizer.variables, strict=True
+    ):
+        np.testing.assert_allclose(b.numpy(), a.numpy(), rtol=1e-6, atol=1e-7)
+    assert int(fused.optimizer.iterations) == 6
+
+
+def test_one_op_per_variable_and_the_fallbacks():
+    v = keras.Variable(np.ones((3,), "float32"))
+    optimizer = FusedSGD(0.1, momentum=0.9)
+    optimizer.build([v])
+
+    @tf.function
+    def step(g):
+        optimizer.apply_gradients([(g, v)])
+
+    graph = step.get_concrete_function(tf.TensorSpec((3,))).graph
+    fused = [
+        op
+        for op in graph.get_operations()
+        if op.type == "ResourceApplyKerasMomentum"
+    ]
+    assert len(fused) == 1
+    # Nesterov: the Keras computation, same result as Keras' SGD.
+    w_ref = keras.Variable(np.ones((3,), "float32"))
+    ref = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
+    nesterov = FusedSGD(0.1, momentum=0.9, nesterov=True)
+    w = keras.Variable(np.ones((3,), "float32"))
+    for _ in range(2):
+        ref.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), w_ref)])
+        nesterov.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), w)])
+    np.testing.assert_allclose(w.numpy(), w_ref.numpy())
+    assert isinstance(
+        keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)),
+        FusedSGD,
+    )
