@@ -33,11 +33,16 @@ def add_model_flags(parser):
     The child process re-parses the same command line, so a flag added
     here reaches it with no passthrough code.
     """
+    parser.add_argument(
+        "--recompute",
+        action="store_true",
+        help="tf.recompute_grad per cell (less memory, more compute).",
+    )
 
 
 def supernet_options(args) -> dict:
     """`SNASSupernet` keyword arguments from the model flags."""
-    return {}
+    return {"recompute": args.recompute}
 
 
 def _measure(setting, args):
