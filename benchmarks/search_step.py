@@ -34,6 +34,16 @@ def add_model_flags(parser):
     here reaches it with no passthrough code.
     """
     parser.add_argument(
+        "--no-grappler",
+        action="store_true",
+        help="Grappler's graph optimisation off (runtime.grappler: false).",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="bfloat16 compute, float32 variables (search.mixed_precision).",
+    )
+    parser.add_argument(
         "--recompute",
         action="store_true",
         help="tf.recompute_grad per cell (less memory, more compute).",
@@ -53,6 +63,16 @@ def _measure(setting, args):
 
     cfg = harness.sizes(SETTINGS[setting], args)
     options = supernet_options(args)
+    if args.no_grappler:
+        # As runtime.grappler: false.
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": True}
+        )
+    if args.mixed_precision:
+        import keras
+
+        # As search.mixed_precision: bfloat16 compute, float32 variables.
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
     model = SNASSupernet(
         num_classes=10,
         channels=cfg["channels"],
@@ -72,6 +92,8 @@ def _measure(setting, args):
         "setting": setting,
         **cfg,
         **options,
+        "mixed_precision": args.mixed_precision,
+        "grappler": not args.no_grappler,
         "seconds_per_step": round(step, 4),
         "first_step_seconds": round(first, 2),
         "multiply_adds_per_image": madds,

@@ -46,30 +46,43 @@ def configure_threads(runtime) -> None:
 
 
 def configure_runtime(runtime) -> None:
-    """Threads, seeds and (with `runtime.deterministic`) op determinism;
-    call before TensorFlow runs any op."""
+    """Threads, seeds, op determinism (`runtime.deterministic`) and
+    Grappler (`runtime.grappler`); call before TensorFlow runs any op."""
     configure_threads(runtime)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
+    if not runtime.grappler:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": True}
+        )
 
 
 def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
-    """The compiled supernet of `config`; call inside the strategy scope."""
+    """The compiled supernet of `config`; call inside the strategy scope.
+
+    With `search.mixed_precision` the layers compute in bfloat16 (the
+    variables, α and the loss stay float32)."""
     m, s = config.model, config.search
-    model = SNASSupernet(
-        num_classes=num_classes,
-        channels=m.channels,
-        num_cells=m.num_cells,
-        num_nodes=m.num_nodes,
-        primitives=m.primitives,
-        stem_multiplier=m.stem_multiplier,
-        mode=s.mode,
-        resource_estimator=s.resource_estimator,
-        penalty_strength=s.penalty_strength,
-        seed=config.runtime.seed,
-        recompute=m.recompute,
-    )
+    policy = keras.mixed_precision.dtype_policy()
+    if s.mixed_precision:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        model = SNASSupernet(
+            num_classes=num_classes,
+            channels=m.channels,
+            num_cells=m.num_cells,
+            num_nodes=m.num_nodes,
+            primitives=m.primitives,
+            stem_multiplier=m.stem_multiplier,
+            mode=s.mode,
+            resource_estimator=s.resource_estimator,
+            penalty_strength=s.penalty_strength,
+            seed=config.runtime.seed,
+            recompute=m.recompute,
+        )
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
     optimizer, arch_optimizer = default_search_optimizers(
         s.epochs,
         steps_per_epoch,

@@ -86,3 +86,42 @@ def test_run_search_on_mocked_cifar10(tmp_path):
     assert genotype.to_string() == summary["genotype"]
     history = json.loads((tmp_path / "history.json").read_text())
     assert "val_child_accuracy" in history["epochs"][0]
+
+
+def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
+    import keras
+    import numpy as np
+
+    from snas_tf.trainers.search import build_supernet
+
+    config = load_config([], TINY + ["search.mixed_precision=true"])
+    model = build_supernet(config, num_classes=10, steps_per_epoch=2)
+    assert keras.mixed_precision.dtype_policy().name == "float32"
+    assert model.compute_dtype == "bfloat16"
+    assert model.arch_logits_normal.dtype == "float32"
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(4, 8, 8, 3)).astype("float32")
+    y = rng.integers(0, 10, size=(4,))
+    before = model.arch_logits_normal.numpy().copy()
+    logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
+    assert np.isfinite(logs["loss"]).all()
+    assert not np.array_equal(model.arch_logits_normal.numpy(), before)
+
+
+def test_runtime_grappler_false_turns_the_graph_optimiser_off():
+    import tensorflow as tf
+
+    from snas_tf.trainers.search import configure_runtime
+
+    runtime = load_config([], ["runtime.grappler=false"]).runtime
+    try:
+        configure_runtime(runtime)
+        options = tf.config.optimizer.get_experimental_options()
+        assert options.get("disable_meta_optimizer") is True
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": False}
+        )
+    assert not tf.config.optimizer.get_experimental_options().get(
+        "disable_meta_optimizer"
+    )
