@@ -4,16 +4,11 @@ command run again publishes TF Serving version 1."""
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import pytest
+from testing_utils import run_snas
 
 from snas_tf.export import exporter, serving
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-KILLED_RUN = os.path.join(ROOT, "tests", "support", "killed_run.py")
-SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
 
 # A fresh (untrained) tiny network; three artifacts, verified in this
 # order: saved_model, tflite_fp32 (serving is the SavedModel's copy).
@@ -33,14 +28,6 @@ EXPORT = [
 ]
 
 
-def _run(argv, kill=None):
-    prefix = [sys.executable, KILLED_RUN, *kill] if kill else [SNAS]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        prefix + argv, capture_output=True, text=True, env=env, timeout=300
-    )
-
-
 @pytest.mark.slow
 def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
     tmp_path,
@@ -50,7 +37,7 @@ def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
 
     # Killed as tflite_fp32's verification starts: the SavedModel is
     # staged and verified, the TFLite file staged.
-    killed = _run(argv, kill=["verify", "2"])
+    killed = run_snas(argv, kill=["verify", "2"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     leftovers = os.listdir(out)
     # Only the hidden staging directory is left: no report, no artifact,
@@ -61,7 +48,7 @@ def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
     assert serving.served_models(out / "serving") == []
     assert serving.next_version(out / "serving" / "snas") == 1
 
-    rerun = _run(argv)
+    rerun = run_snas(argv)
     assert rerun.returncode == 0, rerun.stderr
     report = json.loads((out / "report.json").read_text())
     assert report["serving_version_dir"] == os.path.join("serving", "snas", "1")
@@ -86,7 +73,7 @@ def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
     # Killed half-way through publishing a second export: the journal
     # names what is left, and finishing it (as the next export into OUT
     # does first) completes version 2 without touching the staged files.
-    killed = _run(argv, kill=["publish", "2"])
+    killed = run_snas(argv, kill=["publish", "2"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert (out / exporter.JOURNAL).is_file()
     old = json.loads((out / "report.json").read_text())

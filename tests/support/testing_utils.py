@@ -1,4 +1,9 @@
-"""Shared test helpers: tiny search spaces and a layer round-trip harness."""
+"""Shared test helpers: tiny search spaces, a layer round-trip harness and
+the `snas` console script in a subprocess."""
+
+import os
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -49,3 +54,22 @@ def assert_keras_file_round_trip(model, inputs, tmp_path, **call_kwargs):
     got = keras.ops.convert_to_numpy(loaded(inputs, **call_kwargs))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
     return loaded
+
+
+# The console script of this venv, and the wrapper that SIGKILLs it.
+SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
+KILLED_RUN = os.path.join(os.path.dirname(__file__), "killed_run.py")
+
+
+def run_snas(argv, kill=None, timeout=300):
+    """Runs `snas ARGV` in a subprocess (with `kill=[mode, n]`, under
+    killed_run.py) and returns the `CompletedProcess` (text output)."""
+    prefix = [sys.executable, KILLED_RUN, *kill] if kill else [SNAS]
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    return subprocess.run(
+        prefix + [str(a) for a in argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+    )

@@ -13,20 +13,18 @@ import json
 import os
 import re
 import subprocess
-import sys
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing_utils import SNAS
 
 from snas_tf.config import DataConfig, RetrainConfig, load_config, save_config
 from snas_tf.export import savedmodel
 from snas_tf.genotype import get_genotype
 from snas_tf.models.child_network import build_child_network
 from snas_tf.trainers import cli
-
-SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
 
 SEARCH = [
     "model.channels=4",

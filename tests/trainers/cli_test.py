@@ -4,16 +4,13 @@ configs, then `snas demo` on the same tiny configs in one process."""
 
 import json
 import os
-import subprocess
-import sys
 
 import pytest
 import yaml
+from testing_utils import run_snas
 
 from snas_tf.export.common import size_bytes
 from snas_tf.genotype import get_genotype
-
-SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
 
 SEARCH = {
     "model": {
@@ -35,14 +32,7 @@ RETRAIN = {
 
 
 def _snas(*argv):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    done = subprocess.run(
-        [SNAS, *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=300,
-    )
+    done = run_snas(argv)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout
 

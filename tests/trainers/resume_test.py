@@ -4,18 +4,13 @@ compare with uninterrupted runs bit for bit (deterministic settings)."""
 import json
 import os
 import signal
-import subprocess
-import sys
 
 import h5py
 import numpy as np
 import pytest
+from testing_utils import run_snas
 
 from snas_tf.checkpointing import load_state
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(__file__)))
-KILLED_RUN = os.path.join(ROOT, "tests", "support", "killed_run.py")
-SNAS = os.path.join(os.path.dirname(sys.executable), "snas")
 
 # 5 steps per epoch, 2 epochs; checkpoints after steps 2 and 4 of each.
 SEARCH = [
@@ -55,14 +50,6 @@ RUNTIME = [
 ]
 
 
-def _run(argv, kill=None):
-    prefix = [sys.executable, KILLED_RUN, *kill] if kill else [SNAS]
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
-    return subprocess.run(
-        prefix + argv, capture_output=True, text=True, env=env, timeout=300
-    )
-
-
 def _weights(model_dir):
     state = load_state(os.path.join(model_dir, "checkpoints"))
     arrays = {}
@@ -97,19 +84,19 @@ def _assert_same_run(resumed, reference):
 def _kill_twice_and_resume(tmp_path, job, kill_batch, kill_checkpoint):
     reference, resumed = tmp_path / "reference", tmp_path / "resumed"
     argv = [*job, *RUNTIME]
-    done = _run([*argv, f"--model-dir={reference}"])
+    done = run_snas([*argv, f"--model-dir={reference}"])
     assert done.returncode == 0, done.stderr
     argv.append(f"--model-dir={resumed}")
 
     # 1. Killed mid-epoch, after an unsaved step.
-    killed = _run(argv, kill=["batch", str(kill_batch)])
+    killed = run_snas(argv, kill=["batch", str(kill_batch)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     state = load_state(resumed / "checkpoints")
     assert state["epoch"] == 0 and 0 < state["step"] < kill_batch
     assert not (resumed / "genotype.json").exists() or job[0] == "retrain"
 
     # 2. Resumed, then killed while writing a checkpoint.
-    killed = _run(argv, kill=["checkpoint", str(kill_checkpoint)])
+    killed = run_snas(argv, kill=["checkpoint", str(kill_checkpoint)])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     leftovers = [n for n in os.listdir(resumed / "checkpoints") if ".tmp-" in n]
     assert leftovers, "the kill did not hit a checkpoint write"
@@ -117,7 +104,7 @@ def _kill_twice_and_resume(tmp_path, job, kill_batch, kill_checkpoint):
     assert (before["epoch"], before["step"]) > (state["epoch"], state["step"])
 
     # 3. The same command as the uninterrupted run finishes it.
-    final = _run(argv)
+    final = run_snas(argv)
     assert final.returncode == 0, final.stderr
     _assert_same_run(resumed, reference)
     return resumed, reference
