@@ -19,8 +19,9 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff check snas_tf trainers export tests benchmarks
 	$(VENV)/bin/ruff format --check snas_tf trainers export tests benchmarks
 
+# Two workers, a test file each at a time (module fixtures run once).
 test: lint
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadfile
 
 # The main job on the embedded digits data (CPU-sized, minutes).
 demo: $(STAMP)

@@ -41,6 +41,8 @@ setup(
         "matplotlib>=3.9,<4",
         "pyyaml>=6,<7",
     ],
-    extras_require={"test": ["pytest>=8,<10", "ruff==0.17.*"]},
+    extras_require={
+        "test": ["pytest>=8,<10", "pytest-xdist>=3,<4", "ruff==0.17.*"]
+    },
     entry_points={"console_scripts": ["snas=snas_tf.trainers.cli:main"]},
 )
