@@ -56,9 +56,13 @@ def test_fit_step_applies_the_gradient_of_one_combined_loss():
         loss = ce(y, logits) + eta * model.resource_penalty(sample)
     grads = tape.gradient(loss, variables)
 
+    # Graph (fit) and eager replay differ by float noise: oneDNN's
+    # convolution backprop reduces over threads in no fixed order, and a
+    # batch of 2 under BatchNorm amplifies it (seen: 1.1e-4 on a kernel,
+    # once in a parallel test run). A wrong loss moves far more.
     for b, a, g, v in zip(before, after, grads, variables, strict=True):
         np.testing.assert_allclose(
-            b - a, g, rtol=1e-4, atol=1e-5, err_msg=v.path
+            b - a, g, rtol=1e-3, atol=5e-4, err_msg=v.path
         )
     for i in (-2, -1):  # both α tensors moved
         assert np.abs(after[i] - before[i]).max() > 1e-6
