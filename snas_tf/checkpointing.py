@@ -26,28 +26,20 @@ import json
 import math
 import numbers
 import os
-import uuid
 
 import keras
 import numpy as np
 
-from snas_tf.config import config_to_dict, load_config, write_atomic
+from snas_tf.config import (
+    config_to_dict,
+    load_config,
+    replace_atomic,
+    write_atomic,
+)
 
 STATE_FILE = "state.json"
 _WEIGHTS_PREFIX = "ckpt-"
 _WEIGHTS_SUFFIX = ".weights.h5"
-
-
-def _replace_atomic(path, write):
-    """Calls `write(tmp)` for a temp path beside `path`, then renames."""
-    directory, name = os.path.split(path)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def _seed_states(model):
@@ -126,7 +118,7 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         iterations = int(self.model.optimizer.iterations.numpy())
         name = f"{_WEIGHTS_PREFIX}{iterations:08d}-{epoch}-{step}"
         weights = os.path.join(self.directory, name + _WEIGHTS_SUFFIX)
-        _replace_atomic(weights, self._write_weights)
+        replace_atomic(weights, self._write_weights)
         state = {
             "epoch": epoch,
             "step": step,

@@ -7,9 +7,10 @@ an error that names the key and the valid choices.
 
 import dataclasses
 import os
-import tempfile
+import shutil
 import types
 import typing
+import uuid
 
 import yaml
 
@@ -425,20 +426,33 @@ def config_to_dict(config) -> dict:
     return plain(dataclasses.asdict(config))
 
 
-def write_atomic(path, text: str) -> None:
-    """Writes `text` to `path` via a temporary file and a rename, so a
-    crash never leaves a half-written file."""
-    directory = os.path.dirname(os.path.abspath(path))
+def replace_atomic(path, write) -> None:
+    """Calls `write(tmp)` for a hidden temporary path beside `path` (same
+    name, so suffix checks such as Keras' `.weights.h5` pass), then renames
+    it over `path`: a crash never leaves a half-written `path`, and a
+    failed write leaves nothing behind."""
+    path = os.fspath(path)
+    directory, name = os.path.split(os.path.abspath(path))
     os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-")
+    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        write(tmp)
         os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp, ignore_errors=True)
+        elif os.path.exists(tmp):
             os.remove(tmp)
-        raise
+
+
+def write_atomic(path, text: str) -> None:
+    """Writes `text` to `path` atomically (`replace_atomic`)."""
+
+    def write(tmp):
+        with open(tmp, "w") as f:
+            f.write(text)
+
+    replace_atomic(path, write)
 
 
 def save_config(config: Config, path) -> None:

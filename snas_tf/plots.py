@@ -19,7 +19,6 @@ import json
 import math
 import numbers
 import os
-import tempfile
 import textwrap
 
 import numpy as np
@@ -29,6 +28,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
+from snas_tf.config import replace_atomic
 from snas_tf.genotype import CELLS, Genotype
 from snas_tf.search_space import NUM_CELL_INPUTS, PRIMITIVES, SearchSpace
 
@@ -158,19 +158,13 @@ def _save_atomic(fig: Figure, path) -> str:
     # Rendering to memory first: a drawing error never touches the disk.
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".tmp-", suffix=".png")
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def write(tmp):
+        with open(tmp, "wb") as f:
             f.write(buffer.getvalue())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return path
+
+    replace_atomic(path, write)
+    return os.fspath(path)
 
 
 def _source_name(source: int) -> str:

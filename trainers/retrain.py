@@ -24,7 +24,12 @@ from snas_tf.checkpointing import (
     fit_resumable,
     restore,
 )
-from snas_tf.config import RetrainConfig, save_config, write_atomic
+from snas_tf.config import (
+    RetrainConfig,
+    replace_atomic,
+    save_config,
+    write_atomic,
+)
 from snas_tf.data import retrain_data
 from snas_tf.genotype import get_genotype
 from snas_tf.models import (
@@ -127,13 +132,6 @@ def inference_network(config, genotype, trainer):
     return model
 
 
-def _save_model_atomic(model, path):
-    directory = os.path.dirname(path)
-    tmp = os.path.join(directory, ".tmp-" + os.path.basename(path))
-    model.save(tmp)
-    os.replace(tmp, path)
-
-
 def _check_same_genotype(out, genotype):
     path = os.path.join(out, "genotype.json")
     if os.path.exists(path) and get_genotype(path) != genotype:
@@ -203,7 +201,7 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
     )
     model = inference_network(config, genotype, trainer)
     model_path = os.path.join(out, "model.keras")
-    _save_model_atomic(model, model_path)
+    replace_atomic(model_path, model.save)
     epochs = checkpoint.epochs
     write_atomic(
         os.path.join(out, "history.json"),
