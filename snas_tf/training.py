@@ -8,6 +8,9 @@ would clip per replica before their all-reduce, and Keras' `weight_decay`
 is decoupled (about 10x weaker under momentum 0.9).
 """
 
+import contextlib
+
+import keras
 import tensorflow as tf
 from keras import ops
 
@@ -103,6 +106,20 @@ def replica_jit(model, jit_compile):
     return (False if wrap else jit_compile), wrap
 
 
+@contextlib.contextmanager
+def mixed_precision(enabled: bool):
+    """Layers built inside compute in bfloat16 with float32 variables
+    ("mixed_bfloat16": no loss scaling, so the global clip stays exact)
+    when `enabled`; the global dtype policy is restored on exit."""
+    policy = keras.mixed_precision.dtype_policy()
+    if enabled:
+        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_dtype_policy(policy)
+
+
 def track_loss(model, loss, batch_size) -> None:
     """Updates the model's `loss` metric with the unscaled loss value."""
     loss = loss * num_replicas()
@@ -115,6 +132,7 @@ __all__ = [
     "apply_update",
     "check_no_clipping",
     "clip_global",
+    "mixed_precision",
     "num_replicas",
     "per_replica",
     "replica_jit",

@@ -42,6 +42,7 @@ from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.optimizers import FusedSGD
 from snas_tf.strategy import make_strategy, worker_dir
 from snas_tf.trainers.search import configure_runtime
+from snas_tf.training import mixed_precision
 from snas_tf.training import num_replicas as strategy_replicas
 
 LR_SCHEDULES = ("cosine", "exponential")
@@ -86,18 +87,13 @@ def build_trainer(config: RetrainConfig, genotype, num_classes, steps):
     synchronized BatchNorm under several replicas when `sync_batch_norm`.
     """
     t = config.train
-    policy = keras.mixed_precision.dtype_policy()
-    if t.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
+    with mixed_precision(t.mixed_precision):
         network = build_child_network(
             genotype,
             auxiliary=config.child.auxiliary,
             drop_path=t.drop_path_prob > 0,
             **config.child_kwargs(num_classes),
         )
-    finally:
-        keras.mixed_precision.set_dtype_policy(policy)
     if t.sync_batch_norm and strategy_replicas() > 1:
         # Read at call time by Keras' BatchNormalization: the step (traced
         # later, by fit) uses the global batch's moments.

@@ -26,6 +26,7 @@ from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.strategy import make_strategy
+from snas_tf.training import mixed_precision
 
 
 def configure_threads(runtime) -> None:
@@ -64,10 +65,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
     With `search.mixed_precision` the layers compute in bfloat16 (the
     variables, α and the loss stay float32)."""
     m, s = config.model, config.search
-    policy = keras.mixed_precision.dtype_policy()
-    if s.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
-    try:
+    with mixed_precision(s.mixed_precision):
         model = SNASSupernet(
             num_classes=num_classes,
             channels=m.channels,
@@ -81,8 +79,6 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             seed=config.runtime.seed,
             recompute=m.recompute,
         )
-    finally:
-        keras.mixed_precision.set_dtype_policy(policy)
     optimizer, arch_optimizer = default_search_optimizers(
         s.epochs,
         steps_per_epoch,
