@@ -56,7 +56,31 @@ def _numbers(logs):
     }
 
 
-class ResumableCheckpoint(keras.callbacks.Callback):
+class _StepPosition(keras.callbacks.Callback):
+    """Knows the epoch and the step within it (counted from the epoch's
+    start, also when a resumed fit starts mid-epoch: see `start`)."""
+
+    def __init__(self):
+        super().__init__()
+        self._epoch = 0
+        self._step_offset = 0  # steps of the epoch done before this fit
+
+    def start(self, epoch, step):
+        """Tells the callback where the next fit starts."""
+        self._epoch, self._step_offset = epoch, step
+
+    def step(self, batch) -> int:
+        """The step of the epoch that batch `batch` of this fit ends."""
+        return self._step_offset + batch + 1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._step_offset = 0
+
+
+class ResumableCheckpoint(_StepPosition):
     """Saves the whole training state atomically, every N steps and epoch.
 
     Args:
@@ -85,31 +109,22 @@ class ResumableCheckpoint(keras.callbacks.Callback):
         self.every_steps = int(every_steps or 0)
         self.records = records if records is not None else []
         self.epochs = []
-        self._epoch = 0
-        self._step_offset = 0  # steps of the epoch done before this fit
 
     def restore(self, state):
         """Takes over the epoch logs and records of a loaded `state`."""
         self.epochs[:] = state["epochs"]
         self.records[:] = state["records"]
 
-    def start(self, epoch, step):
-        """Tells the callback where the next fit starts."""
-        self._epoch, self._step_offset = epoch, step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
     def on_train_batch_end(self, batch, logs=None):
-        step = self._step_offset + batch + 1
+        step = self.step(batch)
         if self.every_steps and step % self.every_steps == 0:
             steps = self.params.get("steps") or 0
             if batch + 1 < steps:  # the epoch end saves the last one
                 self.save(self._epoch, step)
 
     def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch, logs)
         self.epochs.append({"epoch": epoch, **_numbers(logs)})
-        self._step_offset = 0
         self.save(epoch + 1, 0)
 
     def save(self, epoch, step):
@@ -248,33 +263,19 @@ def restore_weights(model, state, directory):
         variable.assign(np.asarray(value, dtype=variable.dtype))
 
 
-class NaNGuard(keras.callbacks.Callback):
+class NaNGuard(_StepPosition):
     """Stops training at the first non-finite loss, naming the step.
 
     Put it before the checkpoint callback: the failing step is never saved,
     so the last good checkpoint stays in force.
     """
 
-    def __init__(self):
-        super().__init__()
-        self._epoch = 0
-        self._step_offset = 0
-
-    def start(self, epoch, step):
-        self._epoch, self._step_offset = epoch, step
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._step_offset = 0
-
     def on_train_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
         if loss is not None and not math.isfinite(float(loss)):
             raise FloatingPointError(
                 f"Non-finite loss ({float(loss)}) at epoch {self._epoch}, "
-                f"step {self._step_offset + batch + 1}; training stopped, "
+                f"step {self.step(batch)}; training stopped, "
                 "the last good checkpoint is kept. Lower the learning rate "
                 "or clipnorm and run the same command to resume."
             )
