@@ -94,6 +94,21 @@ def _unknown_dataset(name, cause=""):
     )
 
 
+DIGITS_CLASSES = 10
+
+
+def num_classes(data_config) -> int:
+    """Classes of the data set, from its metadata only (no download).
+
+    Raises:
+        ValueError: for an unknown data set or a missing or empty image
+            folder.
+    """
+    if data_config.dataset == "digits":
+        return DIGITS_CLASSES
+    return _builder(data_config).info.features["label"].num_classes
+
+
 def _digits_source(split):
     if split != "train":
         raise ValueError(
@@ -107,10 +122,11 @@ def _digits_source(split):
     images = images[..., None]
     labels = digits.target.astype("int64")
     ds = tf.data.Dataset.from_tensor_slices((images, labels))
-    return _Source(ds, len(labels), 10, images.shape[1:])
+    return _Source(ds, len(labels), DIGITS_CLASSES, images.shape[1:])
 
 
-def _tfds_builder(cfg):
+def _builder(cfg):
+    """The TFDS builder of `cfg.dataset`, checked but not prepared."""
     import tensorflow_datasets as tfds
 
     if cfg.dataset == "image_folder":
@@ -139,7 +155,15 @@ def _tfds_builder(cfg):
         raise _unknown_dataset(
             cfg.dataset, " (it has no 'image' and 'label' features)"
         )
-    if not builder.is_prepared():
+    return builder
+
+
+def _tfds_builder(cfg):
+    """The builder of `cfg.dataset`, prepared (downloaded) if need be."""
+    import tensorflow_datasets as tfds
+
+    builder = _builder(cfg)
+    if cfg.dataset != "image_folder" and not builder.is_prepared():
         kwargs = {}
         if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
             manual = cfg.manual_dir and os.path.expanduser(cfg.manual_dir)

@@ -54,6 +54,7 @@ from snas_tf.config import (
     save_config,
     write_atomic,
 )
+from snas_tf.data import num_classes as dataset_classes
 from snas_tf.data import search_data
 from snas_tf.genotype import RULES, Genotype
 from snas_tf.models import build_child_network, count_parameters, multiply_adds
@@ -118,31 +119,6 @@ def measure(genotype, retrain: RetrainConfig, num_classes: int):
         genotype, auxiliary=False, **retrain.child_kwargs(num_classes)
     )
     return count_parameters(model), multiply_adds(model)
-
-
-def dataset_classes(data_config) -> int:
-    """Classes of a data set, from its metadata only (no download)."""
-    if data_config.dataset == "digits":
-        return 10  # scikit-learn's digits (snas_tf.data)
-    import tensorflow_datasets as tfds
-
-    root = data_config.data_dir and os.path.expanduser(data_config.data_dir)
-    if data_config.dataset == "image_folder":
-        if not root or not os.path.isdir(root):
-            raise ValueError(
-                f"data.data_dir {root!r} is not a directory; 'image_folder' "
-                "needs data_dir/<split>/<label>/<image files>."
-            )
-        builder = tfds.folder_dataset.ImageFolder(root)
-    else:
-        try:
-            builder = tfds.builder(data_config.dataset, data_dir=root)
-        except tfds.core.registered.DatasetNotFoundError as e:
-            raise ValueError(
-                f"Unknown dataset {data_config.dataset!r} in the retraining "
-                "config."
-            ) from e
-    return builder.info.features["label"].num_classes
 
 
 def _op_costs(primitives, channels):
