@@ -16,14 +16,6 @@ from snas_tf.config import RetrainConfig, load_config, write_atomic
 DEMO_FORMATS = ("saved_model", "serving", "tflite_int8", "onnx")
 
 
-def _last(history_path):
-    import json
-
-    with open(history_path) as f:
-        epochs = json.load(f)["epochs"]
-    return epochs[-1] if epochs else {}
-
-
 def run_demo(
     model_dir,
     search_configs=("configs/digits_search.yaml",),
@@ -75,7 +67,7 @@ def run_demo(
         for job in ("search", "retrain")
         for name in os.listdir(os.path.join(dirs[job], "plots"))
     )
-    last = _last(os.path.join(dirs["search"], "history.json"))
+    last = searched["last_epoch"]
     summary = {
         "genotype": searched["genotype"],
         "supernet_accuracy": last.get("val_accuracy"),
