@@ -12,9 +12,9 @@ import numpy as np
 import onnx
 import pytest
 import tf2onnx
+from testing_utils import tiny_child
 
 from snas_tf.export.onnx import export_onnx, onnx_runner
-from snas_tf.models.child_network import build_child_network
 
 IMAGE_SIZE = 16
 NUM_CLASSES = 3
@@ -23,14 +23,7 @@ ATOL = 1e-4
 
 @pytest.fixture(scope="module")
 def model():
-    model = build_child_network(
-        "SNAS_moderate",
-        num_classes=NUM_CLASSES,
-        channels=4,
-        num_layers=3,
-        image_size=IMAGE_SIZE,
-        auxiliary=False,
-    )
+    model = tiny_child("SNAS_moderate", NUM_CLASSES, IMAGE_SIZE)
     rng = np.random.default_rng(0)
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):

@@ -9,11 +9,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing_utils import tiny_child
 
 from snas_tf.config import DataConfig
 from snas_tf.data import preprocess_eval
 from snas_tf.export import savedmodel
-from snas_tf.models.child_network import build_child_network
 
 DATA = DataConfig(dataset="digits", image_size=16)
 SAVED_MODEL_CLI = os.path.join(
@@ -27,14 +27,7 @@ CLI_INPUT = CLI_INPUT.astype("float32")
 def exported(tmp_path_factory):
     """(model, SavedModel directory), exported once for the module."""
     keras.utils.set_random_seed(0)
-    model = build_child_network(
-        "SNAS_moderate",
-        num_classes=3,
-        channels=4,
-        num_layers=3,
-        image_size=16,
-        auxiliary=False,
-    )
+    model = tiny_child("SNAS_moderate", 3, 16)
     directory = str(tmp_path_factory.mktemp("export") / "saved_model")
     savedmodel.export_saved_model(model, directory, DATA)
     return model, directory

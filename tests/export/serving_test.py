@@ -13,10 +13,10 @@ import tensorflow as tf
 from google.protobuf import text_format
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.config import model_server_config_pb2
+from testing_utils import tiny_child
 
 from snas_tf.config import DataConfig
 from snas_tf.export import savedmodel, serving
-from snas_tf.models.child_network import build_child_network
 
 DATA = DataConfig(dataset="cifar10", image_size=16)
 
@@ -24,14 +24,7 @@ DATA = DataConfig(dataset="cifar10", image_size=16)
 @pytest.fixture(scope="module")
 def saved_model_dir(tmp_path_factory):
     keras.utils.set_random_seed(0)
-    model = build_child_network(
-        "SNAS_moderate",
-        num_classes=3,
-        channels=4,
-        num_layers=3,
-        image_size=16,
-        auxiliary=False,
-    )
+    model = tiny_child("SNAS_moderate", 3, 16)
     directory = str(tmp_path_factory.mktemp("export") / "saved_model")
     savedmodel.export_saved_model(model, directory, DATA)
     return directory

@@ -14,6 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing_utils import tiny_child
 
 from snas_tf.config import DataConfig
 from snas_tf.data import make_pipelines
@@ -25,7 +26,6 @@ from snas_tf.export.tflite import (
     make_interpreter,
     tflite_runner,
 )
-from snas_tf.models.child_network import build_child_network
 
 IMAGE_SIZE = 16
 NUM_CLASSES = 10
@@ -81,14 +81,7 @@ def digits():
 @pytest.fixture(scope="module")
 def model(digits):
     keras.utils.set_random_seed(0)
-    model = build_child_network(
-        "SNAS_moderate",
-        num_classes=NUM_CLASSES,
-        channels=4,
-        num_layers=3,
-        image_size=IMAGE_SIZE,
-        auxiliary=False,
-    )
+    model = tiny_child("SNAS_moderate", NUM_CLASSES, IMAGE_SIZE)
     fit_probe(
         model, digits["train_images"], digits["train_labels"], NUM_CLASSES
     )

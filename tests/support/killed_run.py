@@ -26,56 +26,53 @@ def _kill():
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _half_write(path):
+    with open(path, "r+b") as f:
+        f.truncate(os.path.getsize(path) // 2)
+
+
+# mode: (owner, attribute, kill before the call?, what to do to the call's
+# first path argument before the kill).
+MODES = {
+    # The guard is the first callback: the step is never checkpointed.
+    "batch": (checkpointing.NaNGuard, "on_train_batch_end", False, None),
+    "checkpoint": (
+        checkpointing.ResumableCheckpoint,
+        "_write_weights",
+        False,
+        _half_write,
+    ),
+    "verify": (exporter, "_evaluate", True, None),
+    "publish": (exporter, "_publish", True, None),
+}
+
+
+def _kill_at_call(owner, name, at, before, damage):
+    """Wraps `owner.name` to SIGKILL the process at its `at`-th call."""
+    original = getattr(owner, name)
+    calls = [0]
+
+    def hooked(*args, **kwargs):
+        calls[0] += 1
+        if before and calls[0] == at:
+            _kill()
+        result = original(*args, **kwargs)
+        if calls[0] == at:
+            if damage is not None:
+                # Methods get `self` first; the path is the next argument.
+                damage(args[1] if isinstance(owner, type) else args[0])
+            _kill()
+        return result
+
+    setattr(owner, name, hooked)
+
+
 def main():
     mode, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
-    calls = [0]
-    if mode == "batch":
-        # The guard is the first callback: the step is never checkpointed.
-        original = checkpointing.NaNGuard.on_train_batch_end
-
-        def hooked(self, batch, logs=None):
-            original(self, batch, logs)
-            calls[0] += 1
-            if calls[0] == at:
-                _kill()
-
-        checkpointing.NaNGuard.on_train_batch_end = hooked
-    elif mode == "checkpoint":
-        original = checkpointing.ResumableCheckpoint._write_weights
-
-        def hooked(self, path):
-            original(self, path)
-            calls[0] += 1
-            if calls[0] == at:
-                with open(path, "r+b") as f:
-                    f.truncate(os.path.getsize(path) // 2)
-                _kill()
-
-        checkpointing.ResumableCheckpoint._write_weights = hooked
-    elif mode == "verify":
-        original = exporter._evaluate
-
-        def hooked(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == at:
-                _kill()
-            return original(*args, **kwargs)
-
-        exporter._evaluate = hooked
-    elif mode == "publish":
-        original = exporter._publish
-
-        def hooked(*args, **kwargs):
-            calls[0] += 1
-            if calls[0] == at:
-                _kill()
-            return original(*args, **kwargs)
-
-        exporter._publish = hooked
-    else:
-        raise SystemExit(
-            f"unknown mode {mode!r}: batch, checkpoint, verify or publish"
-        )
+    if mode not in MODES:
+        raise SystemExit(f"unknown mode {mode!r}: {', '.join(MODES)}")
+    owner, name, before, damage = MODES[mode]
+    _kill_at_call(owner, name, at, before, damage)
     return cli.main(argv)
 
 

@@ -30,6 +30,20 @@ def tiny_supernet(**overrides):
     return SNASSupernet(**kwargs)
 
 
+def tiny_child(genotype="SNAS_moderate", num_classes=3, image_size=16):
+    """A 3-cell, 4-channel child network without the auxiliary head."""
+    from snas_tf.models.child_network import build_child_network
+
+    return build_child_network(
+        genotype,
+        num_classes=num_classes,
+        channels=4,
+        num_layers=3,
+        image_size=image_size,
+        auxiliary=False,
+    )
+
+
 def tiny_data(n=4, size=8, classes=3, seed=0):
     rng = np.random.default_rng(seed)
     x = rng.normal(size=(n, size, size, 3)).astype("float32")

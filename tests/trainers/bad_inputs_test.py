@@ -18,12 +18,11 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testing_utils import SNAS
+from testing_utils import SNAS, tiny_child
 
 from snas_tf.config import DataConfig, RetrainConfig, load_config, save_config
 from snas_tf.export import savedmodel
 from snas_tf.genotype import get_genotype
-from snas_tf.models.child_network import build_child_network
 from snas_tf.trainers import cli
 
 SEARCH = [
@@ -404,14 +403,7 @@ def test_console_script_prints_one_line_and_no_traceback(scripts, case):
 def signatures(tmp_path_factory):
     """The two serving signatures of a tiny exported SavedModel (8x8)."""
     keras.utils.set_random_seed(0)
-    model = build_child_network(
-        "SNAS_mild",
-        num_classes=3,
-        channels=4,
-        num_layers=3,
-        image_size=8,
-        auxiliary=False,
-    )
+    model = tiny_child("SNAS_mild", 3, 8)
     path = tmp_path_factory.mktemp("export") / "saved_model"
     data = DataConfig(dataset="digits", image_size=8)
     savedmodel.export_saved_model(model, path, data)
