@@ -52,6 +52,10 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Call arguments:
         inputs: (batch, H, W, C) tensor.
         training: whether to use batch statistics and update the moving ones.
+        output_scale: optional scalar the output is multiplied by, folded
+            into the kernel's scale (the search supernet's op weight Z_k:
+            no separate multiply of the output, and its gradient comes
+            from the kernel's scale gradient).
 
     Example:
 
@@ -63,16 +67,29 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         Ioffe & Szegedy, "Batch Normalization", ICML 2015.
     """
 
-    def call(self, inputs, training=None, mask=None):
+    # Read by `snas_tf.ops.Op`, which passes its weight as output_scale.
+    accepts_output_scale = True
+
+    def call(self, inputs, training=None, mask=None, output_scale=None):
         if (
             len(inputs.shape) != 4
             or self.axis not in (-1, 3)
             or mask is not None
         ):
-            return super().call(inputs, training=training, mask=mask)
+            outputs = super().call(inputs, training=training, mask=mask)
+            if output_scale is None:
+                return outputs
+            return tf.cast(output_scale, outputs.dtype) * outputs
         channels = inputs.shape[-1]
         scale = self.gamma if self.scale else tf.ones((channels,))
+        if output_scale is not None:
+            # Z_k * BN(x) = BN(x) with scale gamma * Z_k (and offset
+            # beta * Z_k when centred).
+            output_scale = tf.cast(output_scale, "float32")
+            scale = tf.cast(scale, "float32") * output_scale
         offset = self.beta if self.center else tf.zeros((channels,))
+        if output_scale is not None and self.center:
+            offset = tf.cast(offset, "float32") * output_scale
         training = bool(training) and self.trainable
         outputs, mean, variance = tf.compat.v1.nn.fused_batch_norm(
             inputs,

@@ -106,7 +106,8 @@ class StochasticMixedEdge(keras.layers.Layer):
         for k, op in enumerate(self._ops):
             if op is None:
                 continue
-            term = weights[k] * op(x)
+            # Folded into the op's final BatchNorm where it has one.
+            term = op(x, weights[k])
             out = term if out is None else out + term
         return self._zeros(x) if out is None else out
 

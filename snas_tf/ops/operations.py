@@ -29,19 +29,40 @@ class Op:
         primitive: the op's name (one of `PRIMITIVES`, or a helper name such
             as `"relu_conv_bn"`).
         layers: the op's layers in creation order (for weight tracking).
+
+    Args:
+        primitive: the op's name.
+        layers: its layers; the last one is applied last.
+        body: optional `body(x)` computing the op up to its last layer
+            (default: the other layers in order).
     """
 
-    def __init__(self, primitive, layers, forward=None):
+    def __init__(self, primitive, layers, body=None):
         self.primitive = primitive
         self.layers = list(layers)
-        self._forward = forward
+        self._body = body
 
-    def __call__(self, x):
-        if self._forward is not None:
-            return self._forward(x)
-        for layer in self.layers:
-            x = layer(x)
-        return x
+    def __call__(self, x, weight=None):
+        """The op's output, times the scalar `weight` if given.
+
+        On an op whose final layer takes an `output_scale` (the search
+        supernet's fused BatchNormalization) the weight is folded into
+        that layer: the same value, without a separate multiply of the
+        whole output and its two gradient ops.
+        """
+        if not self.layers:
+            return x if weight is None else weight * x
+        if self._body is not None:
+            x = self._body(x)
+        else:
+            for layer in self.layers[:-1]:
+                x = layer(x)
+        last = self.layers[-1]
+        if weight is None:
+            return last(x)
+        if getattr(last, "accepts_output_scale", False):
+            return last(x, output_scale=weight)
+        return weight * last(x)
 
     @property
     def is_identity(self) -> bool:
@@ -119,12 +140,12 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     concat = layers.Concatenate(axis=-1, name=n("concat"))
     bn = batch_norm(affine, n("bn"), layers)
 
-    def forward(x):
+    def body(x):
         x = relu(x)
-        return bn(concat([conv_1(x), conv_2(pad(shift(x)))]))
+        return concat([conv_1(x), conv_2(pad(shift(x)))])
 
     return Op(
-        "skip_connect", [relu, conv_1, shift, pad, conv_2, concat, bn], forward
+        "skip_connect", [relu, conv_1, shift, pad, conv_2, concat, bn], body
     )
 
 

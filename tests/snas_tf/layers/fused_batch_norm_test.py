@@ -117,6 +117,34 @@ def test_training_gradients_match_builtin(affine):
     assert np.abs(grads[0][0]).max() > 1e-3
 
 
+@pytest.mark.parametrize("affine", [True, False])
+@pytest.mark.parametrize("training", [True, False])
+def test_output_scale_equals_scaling_the_output(affine, training):
+    # The supernet folds an op's weight Z_k into its final BN: value,
+    # gradients (x, gamma/beta and Z_k itself) and the moving statistics
+    # must equal those of Z_k * BN(x).
+    scaled_layer, _ = _pair(affine, seed=5)
+    plain_layer, _ = _pair(affine, seed=5)
+    x = _input(seed=5)
+    upstream = tf.random.stateless_normal(SHAPE, seed=(5, 5))
+    scale = tf.Variable(0.37)
+    results = []
+    for layer, scaled in ((scaled_layer, True), (plain_layer, False)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            if scaled:
+                out = layer(x, training=training, output_scale=scale)
+            else:
+                out = scale * layer(x, training=training)
+            loss = tf.reduce_sum(out * upstream)
+        grads = tape.gradient(loss, [x, scale] + layer.trainable_weights)
+        results.append([out] + grads + [w.numpy() for w in layer.weights])
+    assert len(results[0]) == (9 if affine else 5)
+    for got, expected in zip(*results, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    assert abs(float(results[0][2])) > 1e-3
+
+
 def test_search_layers_swap_only_batch_normalization():
     assert SEARCH_LAYERS.BatchNormalization is FusedBatchNormalization
     assert SEARCH_LAYERS.Conv2D is keras.layers.Conv2D

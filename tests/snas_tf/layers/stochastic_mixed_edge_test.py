@@ -13,7 +13,6 @@ from testing_utils import (
 
 from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
-from snas_tf.ops import Op
 
 C = 4
 NUM_OPS = len(TINY_PRIMITIVES)
@@ -97,19 +96,22 @@ def test_argmax_mode_only_evaluates_the_chosen_op_in_a_graph():
 def test_argmax_mode_eagerly_runs_only_the_chosen_op():
     edge = _edge()
     calls = []
-    for k, op in enumerate(edge._ops):
-        if op is not None:
-            inner = Op(op.primitive, op.layers, op._forward)
+    ops_ = list(edge._ops)
 
-            def counting(x, k=k, inner=inner):
-                calls.append(k)
-                return inner(x)
+    def counting(k, op):
+        def run(x, weight=None):
+            calls.append(k)
+            return op(x, weight)
 
-            op._forward = counting
+        return run
+
+    edge._ops = [
+        op if op is None else counting(k, op) for k, op in enumerate(ops_)
+    ]
     chosen = TINY_PRIMITIVES.index("sep_conv_3x3")
     out = edge(_input(), None, tf.constant(chosen))
     assert calls == [chosen]
-    np.testing.assert_allclose(out, edge._ops[chosen](_input()), atol=1e-6)
+    np.testing.assert_allclose(out, ops_[chosen](_input()), atol=1e-6)
 
 
 def test_gradient_wrt_z_is_zero_exactly_for_none():
@@ -129,6 +131,43 @@ def test_gradient_wrt_z_is_zero_exactly_for_none():
             assert abs(grad[k]) > 1e-3, primitive
             expected = tf.reduce_sum(edge._ops[k](x) * weights)
             np.testing.assert_allclose(grad[k], expected, rtol=1e-4)
+
+
+class _WeightedSum(keras.layers.Layer):
+    """sum_k z_k * O_k(x) with an explicit multiply per op (the reference
+    computation), sharing the edge's ops."""
+
+    def __init__(self, edge):
+        super().__init__()
+        self.edge = edge
+
+    def call(self, x, z):
+        return sum(z[k] * op(x) for k, op in enumerate(self.edge._ops) if op)
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+def test_training_gradients_equal_the_explicit_weighted_sum(stride):
+    # The edge folds z_k into each op's final BatchNorm; in training mode
+    # (batch statistics) outputs and gradients wrt x, z and every weight
+    # must equal those of sum_k z_k * O_k(x).
+    edge = _edge(stride)
+    x, upstream = _input(seed=6), None
+    z = tf.Variable(_z(seed=6))
+    results = []
+    for layer in (edge, _WeightedSum(edge)):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            out = layer(x, z, training=True)
+            if upstream is None:
+                upstream = tf.random.stateless_normal(out.shape, seed=(6, 6))
+            loss = tf.reduce_sum(out * upstream)
+        grads = tape.gradient(loss, [x, z] + edge.trainable_weights)
+        results.append([out] + grads)
+    assert len(results[0]) > 3
+    for got, expected in zip(*results, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    z_grad = ops.convert_to_numpy(results[0][2])
+    assert np.count_nonzero(np.abs(z_grad) > 1e-4) == NUM_OPS - 1
 
 
 def test_all_none_edge_gives_strided_zeros():
