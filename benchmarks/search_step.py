@@ -132,7 +132,9 @@ def _forward_madds(model, shape):
             per_out = kernel[0] * kernel[1] * kernel[2]
             if op.type == "DepthwiseConv2dNative":
                 per_out = kernel[0] * kernel[1]
-            total += int(out[1] * out[2] * out[3] * per_out)
+            # out[0]: 1 image, or the space-to-batch blocks of a dilated
+            # convolution (TF runs it on the image split into 4 phases).
+            total += int(out[0] * out[1] * out[2] * out[3] * per_out)
     return total
 
 
