@@ -5,7 +5,10 @@ multiplies, a subtract, an assign, an add, reads). The supernet has over a
 thousand variables, so the optimizer was about a fifth of the train step's
 graph: build and graph-optimisation time of the first step, and executor
 overhead of every step. TF's `ResourceApplyKerasMomentum` kernel computes
-the same update (`m = momentum * m - lr * g; w += m`) in one op.
+the same update (`m = momentum * m - lr * g; w += m`) in one op. Without a
+distribution strategy the per-variable bookkeeping of Keras' update loop
+(a learning-rate read, a momentum constant and an identity per variable)
+goes too: the learning rate is read once per step.
 """
 
 import keras
@@ -21,13 +24,30 @@ class FusedSGD(keras.optimizers.SGD):
     momentum, or for sparse gradients.
     """
 
+    def _fused(self):
+        return self.momentum != 0 and not self.nesterov
+
+    def _backend_update_step(self, grads, trainable_variables, learning_rate):
+        # Under a strategy Keras' loop updates each replica's copy; outside
+        # one the variables are plain and one op per variable suffices.
+        if tf.distribute.has_strategy() or not self._fused():
+            return super()._backend_update_step(
+                grads, trainable_variables, learning_rate
+            )
+        learning_rate = tf.convert_to_tensor(learning_rate)
+        momentum = tf.constant(self.momentum)
+        for grad, variable in zip(grads, trainable_variables, strict=True):
+            if isinstance(grad, tf.IndexedSlices):
+                self.update_step(grad, variable, learning_rate)
+            else:
+                self._apply(grad, variable, learning_rate, momentum)
+
     def update_step(self, gradient, variable, learning_rate):
-        if (
-            self.momentum == 0
-            or self.nesterov
-            or isinstance(gradient, tf.IndexedSlices)
-        ):
+        if not self._fused() or isinstance(gradient, tf.IndexedSlices):
             return super().update_step(gradient, variable, learning_rate)
+        self._apply(gradient, variable, learning_rate, self.momentum)
+
+    def _apply(self, gradient, variable, learning_rate, momentum):
         m = self.momentums[self._get_variable_index(variable)]
         var = (
             variable.value if isinstance(variable, keras.Variable) else variable
@@ -39,7 +59,7 @@ class FusedSGD(keras.optimizers.SGD):
             accum=accum.handle,
             lr=tf.cast(learning_rate, dtype),
             grad=tf.cast(gradient, dtype),
-            momentum=tf.cast(self.momentum, dtype),
+            momentum=tf.cast(momentum, dtype),
             use_locking=False,
             use_nesterov=False,
         )

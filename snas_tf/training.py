@@ -44,7 +44,11 @@ def clip_global(grads, clipnorm):
         ctx = tf.distribute.get_replica_context()
         grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
     if clipnorm:
-        grads, _ = tf.clip_by_global_norm(grads, clipnorm)
+        # tf.clip_by_global_norm's formula (NaN for a non-finite norm),
+        # without its identity op per gradient.
+        norm = tf.linalg.global_norm(grads)
+        scale = clipnorm / tf.maximum(norm, clipnorm) + (norm - norm)
+        grads = [g * scale for g in grads]
     if replicas > 1:
         grads = [g / replicas for g in grads]
     return grads

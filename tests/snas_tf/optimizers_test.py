@@ -31,6 +31,31 @@ def test_same_weights_and_momentum_as_keras_sgd():
     assert int(fused.optimizer.iterations) == 6
 
 
+def test_outside_a_strategy_only_one_op_per_variable_is_added():
+    # The update loop reads the learning rate once, not per variable.
+    variables = [keras.Variable(np.ones((3,), "float32")) for _ in range(4)]
+    optimizer = FusedSGD(0.1, momentum=0.9)
+    optimizer.build(variables)
+
+    @tf.function
+    def step(g):
+        optimizer.apply_gradients(
+            [(g * (i + 1), v) for i, v in enumerate(variables)]
+        )
+
+    graph = step.get_concrete_function(tf.TensorSpec((3,))).graph
+    types = [op.type for op in graph.get_operations()]
+    assert types.count("ResourceApplyKerasMomentum") == 4
+    # The learning rate variable and the iteration counter: two reads.
+    assert types.count("ReadVariableOp") <= 2
+    assert "Identity" not in types
+    step(tf.constant([1.0, 2.0, 3.0]))
+    # m = -lr * g (first step), w = 1 + m.
+    np.testing.assert_allclose(
+        variables[1].numpy(), 1 - 0.1 * 2 * np.array([1, 2, 3]), rtol=1e-6
+    )
+
+
 def test_one_op_per_variable_and_the_fallbacks():
     v = keras.Variable(np.ones((3,), "float32"))
     optimizer = FusedSGD(0.1, momentum=0.9)

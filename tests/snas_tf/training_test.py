@@ -23,6 +23,18 @@ def test_clip_global_clips_the_summed_gradient_once(mirrored):
         np.testing.assert_allclose(r, [0.75, 1.0], atol=1e-6)
 
 
+@pytest.mark.parametrize("scale", [0.0, 0.1, 10.0, np.inf])
+def test_clip_global_equals_tf_clip_by_global_norm(scale):
+    # Below, at and above the clip; an infinite gradient gives NaN as TF's
+    # (NaNGuard then stops the run instead of a silent zero update).
+    g = [tf.constant([3.0, 0.0]) * scale, tf.constant([[0.0], [4.0]])]
+    expected, _ = tf.clip_by_global_norm(g, 2.5)
+    got = training.clip_global(g, 2.5)
+    for a, b in zip(got, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert np.isnan(got[0].numpy()).any() == np.isinf(scale)
+
+
 def test_apply_update_clips_then_adds_coupled_decay():
     v = keras.Variable(np.array([1.0, -2.0], "float32"))
     optimizer = keras.optimizers.SGD(0.5)
