@@ -5,6 +5,9 @@ Reference:
     §2.2, Eq. 1-5.
 """
 
+import contextlib
+import threading
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -12,6 +15,21 @@ from keras import ops
 from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
 from snas_tf.ops import build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
+
+_STATE = threading.local()
+
+
+@contextlib.contextmanager
+def built_by_mixing():
+    """Edges first called inside skip their own build pass: the caller is
+    an eager call in mixing mode (the supernet's build), which runs, and so
+    builds, every op right away. Saves one eager run of every op."""
+    previous = getattr(_STATE, "built_by_mixing", False)
+    _STATE.built_by_mixing = True
+    try:
+        yield
+    finally:
+        _STATE.built_by_mixing = previous
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -81,6 +99,8 @@ class StochasticMixedEdge(keras.layers.Layer):
         # created inside the `ops.switch` branches of argmax mode) with one
         # eager pass on a one-image batch: much faster than a symbolic
         # trace. init_scope leaves any enclosing tf.function trace.
+        if getattr(_STATE, "built_by_mixing", False):
+            return
         _, h, w, c = input_shape
         with tf.init_scope():
             x = ops.zeros((1, h or 8, w or 8, c), dtype=self.compute_dtype)

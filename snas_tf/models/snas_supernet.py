@@ -17,6 +17,7 @@ from snas_tf.cells.search_cell import SearchCell
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS, recomputing
 from snas_tf.layers.replica_seed import replica_uniform
+from snas_tf.layers.stochastic_mixed_edge import built_by_mixing
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace
@@ -261,7 +262,7 @@ class SNASSupernet(keras.Model):
         # far faster than tracing the network symbolically (the supernet
         # has thousands of layers). init_scope leaves any enclosing trace.
         _, h, w, c = input_shape
-        with tf.init_scope():
+        with tf.init_scope(), built_by_mixing():
             x = tf.zeros((1, h or 8, w or 8, c), dtype=self.compute_dtype)
             z = (
                 tf.ones(self.arch_logits_normal.shape)

@@ -1,5 +1,7 @@
 """Tests for snas_tf.layers.stochastic_mixed_edge (SNAS Eq. 1-5)."""
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
@@ -12,7 +14,10 @@ from testing_utils import (
 )
 
 from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
-from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
+from snas_tf.layers.stochastic_mixed_edge import (
+    StochasticMixedEdge,
+    built_by_mixing,
+)
 
 C = 4
 NUM_OPS = len(TINY_PRIMITIVES)
@@ -112,6 +117,30 @@ def test_argmax_mode_eagerly_runs_only_the_chosen_op():
     out = edge(_input(), None, tf.constant(chosen))
     assert calls == [chosen]
     np.testing.assert_allclose(out, ops_[chosen](_input()), atol=1e-6)
+
+
+@pytest.mark.parametrize("by_mixing", [False, True])
+def test_build_pass_is_skipped_only_when_built_by_mixing(by_mixing):
+    edge = StochasticMixedEdge(C, primitives=TINY_PRIMITIVES)
+    calls = []
+
+    def counting(k, op):
+        def run(x, weight=None):
+            calls.append(k)
+            return op(x, weight)
+
+        return run
+
+    edge._ops = [
+        op if op is None else counting(k, op) for k, op in enumerate(edge._ops)
+    ]
+    scope = built_by_mixing() if by_mixing else contextlib.nullcontext()
+    with scope:
+        edge(_input(), _z())
+    # Every op runs in the call; the build pass runs them once more
+    # unless the mixing call itself builds them.
+    assert len(calls) == (NUM_OPS - 1) * (1 if by_mixing else 2)
+    assert edge.weights and all(layer.built for layer in edge.op_layers)
 
 
 def test_gradient_wrt_z_is_zero_exactly_for_none():
