@@ -84,9 +84,13 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         scale = self.gamma if self.scale else tf.ones((channels,))
         if output_scale is not None:
             # Z_k * BN(x) = BN(x) with scale gamma * Z_k (and offset
-            # beta * Z_k when centred).
+            # beta * Z_k when centred). Fill's gradient is one sum; a
+            # broadcasting multiply's is six ops.
             output_scale = tf.cast(output_scale, "float32")
-            scale = tf.cast(scale, "float32") * output_scale
+            if self.scale:
+                scale = tf.cast(scale, "float32") * output_scale
+            else:
+                scale = tf.fill((channels,), output_scale)
         offset = self.beta if self.center else tf.zeros((channels,))
         if output_scale is not None and self.center:
             offset = tf.cast(offset, "float32") * output_scale
