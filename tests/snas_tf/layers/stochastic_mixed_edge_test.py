@@ -178,9 +178,9 @@ def test_training_gradients_equal_the_explicit_weighted_sum():
     # The edge folds z_k into each op's final BatchNorm; in training mode
     # (batch statistics) outputs and gradients wrt x, z and every weight
     # must equal those of sum_k z_k * O_k(x). Stride 1 only: at stride 2
-    # one FactorizedReduce 1x1-conv kernel gradient came out different in
-    # about 1 of 9 pytest runs (never in a plain script; see the session
-    # note of issue 7); which side was off is not known.
+    # the FactorizedReduce convs are 1x1 stride-2 Conv2Ds, whose kernel
+    # gradient oneDNN (TF 2.21) gets wrong most of the time, differently
+    # from run to run (session note of issue 7; to be fixed first).
     edge = _edge(1)
     x, upstream = _input(seed=6), None
     z = tf.Variable(_z(seed=6))
