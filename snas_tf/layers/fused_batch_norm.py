@@ -11,28 +11,18 @@ Only the search supernet uses it; child networks keep the built-in layer so
 every export toolchain takes them.
 """
 
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
 
+from snas_tf.layers import trace_flags
 from snas_tf.layers.slice_cropping import SliceCropping2D
 
-_STATE = threading.local()
 
-
-@contextlib.contextmanager
 def recomputing():
     """Marks a `tf.recompute_grad` backward pass (in Python, so at trace
     time): the forward ops it re-runs must not update the moving statistics
     a second time."""
-    previous = getattr(_STATE, "recomputing", False)
-    _STATE.recomputing = True
-    try:
-        yield
-    finally:
-        _STATE.recomputing = previous
+    return trace_flags.raised("recomputing")
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -106,7 +96,7 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             exponential_avg_factor=1.0 - self.momentum if training else 1.0,
             data_format="NHWC",
         )
-        if training and not getattr(_STATE, "recomputing", False):
+        if training and not trace_flags.is_raised("recomputing"):
             # With exponential_avg_factor the kernel returns the updated
             # moving statistics.
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))

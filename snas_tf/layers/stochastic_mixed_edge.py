@@ -5,31 +5,21 @@ Reference:
     §2.2, Eq. 1-5.
 """
 
-import contextlib
-import threading
-
 import keras
 import tensorflow as tf
 from keras import ops
 
+from snas_tf.layers import trace_flags
 from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
 from snas_tf.ops import build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
 
-_STATE = threading.local()
 
-
-@contextlib.contextmanager
 def built_by_mixing():
     """Edges first called inside skip their own build pass: the caller is
     an eager call in mixing mode (the supernet's build), which runs, and so
     builds, every op right away. Saves one eager run of every op."""
-    previous = getattr(_STATE, "built_by_mixing", False)
-    _STATE.built_by_mixing = True
-    try:
-        yield
-    finally:
-        _STATE.built_by_mixing = previous
+    return trace_flags.raised("built_by_mixing")
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -99,7 +89,7 @@ class StochasticMixedEdge(keras.layers.Layer):
         # created inside the `ops.switch` branches of argmax mode) with one
         # eager pass on a one-image batch: much faster than a symbolic
         # trace. init_scope leaves any enclosing tf.function trace.
-        if getattr(_STATE, "built_by_mixing", False):
+        if trace_flags.is_raised("built_by_mixing"):
             return
         _, h, w, c = input_shape
         with tf.init_scope():

@@ -98,10 +98,10 @@ def test_argmax_mode_only_evaluates_the_chosen_op_in_a_graph():
     assert compute <= branch_types
 
 
-def test_argmax_mode_eagerly_runs_only_the_chosen_op():
-    edge = _edge()
-    calls = []
-    ops_ = list(edge._ops)
+def _count_op_calls(edge):
+    """Wraps the edge's ops so each call appends the op's index to the
+    returned list; also returns the original ops."""
+    calls, original = [], list(edge._ops)
 
     def counting(k, op):
         def run(x, weight=None):
@@ -111,8 +111,14 @@ def test_argmax_mode_eagerly_runs_only_the_chosen_op():
         return run
 
     edge._ops = [
-        op if op is None else counting(k, op) for k, op in enumerate(ops_)
+        op if op is None else counting(k, op) for k, op in enumerate(original)
     ]
+    return calls, original
+
+
+def test_argmax_mode_eagerly_runs_only_the_chosen_op():
+    edge = _edge()
+    calls, ops_ = _count_op_calls(edge)
     chosen = TINY_PRIMITIVES.index("sep_conv_3x3")
     out = edge(_input(), None, tf.constant(chosen))
     assert calls == [chosen]
@@ -122,18 +128,7 @@ def test_argmax_mode_eagerly_runs_only_the_chosen_op():
 @pytest.mark.parametrize("by_mixing", [False, True])
 def test_build_pass_is_skipped_only_when_built_by_mixing(by_mixing):
     edge = StochasticMixedEdge(C, primitives=TINY_PRIMITIVES)
-    calls = []
-
-    def counting(k, op):
-        def run(x, weight=None):
-            calls.append(k)
-            return op(x, weight)
-
-        return run
-
-    edge._ops = [
-        op if op is None else counting(k, op) for k, op in enumerate(edge._ops)
-    ]
+    calls, _ = _count_op_calls(edge)
     scope = built_by_mixing() if by_mixing else contextlib.nullcontext()
     with scope:
         edge(_input(), _z())
