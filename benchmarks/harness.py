@@ -27,10 +27,7 @@ REPO = pathlib.Path(__file__).resolve().parent.parent
 PEAK_GFLOPS = 190.0
 # --quick: a network small enough that a case runs in seconds. The image
 # size stays the setting's own where the auxiliary head needs it.
-# 3 cells: the fewest with a normal cell and both reduction cells. Not 4
-# channels: the mobile child's fp32 training step then dies in glibc
-# ("malloc_consolidate(): invalid chunk size", "double free or corruption")
-# with oneDNN on (TF 2.21); 8 channels, bfloat16 or oneDNN off run.
+# 3 cells: the fewest with a normal cell and both reduction cells.
 QUICK_SIZES = {"cells": 3, "channels": 8, "batch": 2}
 QUICK_STEPS = {"steps": 2, "warmup": 1}
 # The child networks that the retraining and the export benchmarks share

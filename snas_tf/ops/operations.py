@@ -119,6 +119,14 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     `ceil(H / 2)` as the unshifted branch; for even sizes the padding is never
     sampled and this equals the reference's `x[:, :, 1:, 1:]`.
 
+    Each 1x1 stride-2 conv is computed as a 1x1 max-pool with stride 2 (a
+    subsampling) followed by a stride-1 1x1 conv: the same numbers and
+    weights. TF 2.21's oneDNN kernel for the filter gradient of a 1x1
+    stride-2 conv with fewer than 8 input channels corrupts the heap
+    (wrong gradients most of the time, sometimes a `malloc` abort); the
+    subsampled form is exact and about as fast. Measured in
+    `tests/snas_tf/ops/operations_test.py`.
+
     Raises:
         ValueError: if `channels` is odd.
     """
@@ -129,23 +137,23 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     layers = layers or keras.layers
     n = _names(name)
     relu = layers.ReLU(name=n("relu"))
-    conv_1 = layers.Conv2D(
-        channels // 2, 1, strides=2, use_bias=False, name=n("conv_1")
-    )
+    sub_1 = layers.MaxPooling2D(1, strides=2, name=n("subsample_1"))
+    conv_1 = layers.Conv2D(channels // 2, 1, use_bias=False, name=n("conv_1"))
     shift = layers.Cropping2D(((1, 0), (1, 0)), name=n("shift"))
     pad = layers.ZeroPadding2D(((0, 1), (0, 1)), name=n("pad"))
-    conv_2 = layers.Conv2D(
-        channels // 2, 1, strides=2, use_bias=False, name=n("conv_2")
-    )
+    sub_2 = layers.MaxPooling2D(1, strides=2, name=n("subsample_2"))
+    conv_2 = layers.Conv2D(channels // 2, 1, use_bias=False, name=n("conv_2"))
     concat = layers.Concatenate(axis=-1, name=n("concat"))
     bn = batch_norm(affine, n("bn"), layers)
 
     def body(x):
         x = relu(x)
-        return concat([conv_1(x), conv_2(pad(shift(x)))])
+        return concat([conv_1(sub_1(x)), conv_2(sub_2(pad(shift(x))))])
 
     return Op(
-        "skip_connect", [relu, conv_1, shift, pad, conv_2, concat, bn], body
+        "skip_connect",
+        [relu, sub_1, conv_1, shift, pad, sub_2, conv_2, concat, bn],
+        body,
     )
 
 

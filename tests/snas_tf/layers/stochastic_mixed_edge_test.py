@@ -169,14 +169,12 @@ class _WeightedSum(keras.layers.Layer):
         return sum(z[k] * op(x) for k, op in enumerate(self.edge._ops) if op)
 
 
-def test_training_gradients_equal_the_explicit_weighted_sum():
+@pytest.mark.parametrize("stride", [1, 2])
+def test_training_gradients_equal_the_explicit_weighted_sum(stride):
     # The edge folds z_k into each op's final BatchNorm; in training mode
     # (batch statistics) outputs and gradients wrt x, z and every weight
-    # must equal those of sum_k z_k * O_k(x). Stride 1 only: at stride 2
-    # the FactorizedReduce convs are 1x1 stride-2 Conv2Ds, whose kernel
-    # gradient oneDNN (TF 2.21) gets wrong most of the time, differently
-    # from run to run (session note of issue 7; to be fixed first).
-    edge = _edge(1)
+    # must equal those of sum_k z_k * O_k(x).
+    edge = _edge(stride)
     x, upstream = _input(seed=6), None
     z = tf.Variable(_z(seed=6))
     results = []

@@ -194,6 +194,57 @@ def test_factorized_reduce_equals_reference():
     np.testing.assert_allclose(op(x), expected, atol=1e-5)
 
 
+@pytest.mark.parametrize("size", [8, 7])
+def test_factorized_reduce_gradients_equal_a_float64_reference(size):
+    # With oneDNN on (as `import snas_tf` and conftest set it), TF 2.21's
+    # filter gradient of a plain 1x1 stride-2 conv with 4 input channels
+    # was wrong in nearly every call of a tf.function (and could abort the
+    # process with heap corruption). Repeated calls, because it was
+    # intermittent; float64 runs TF's Eigen kernels, not oneDNN.
+    op = factorized_reduce(C, affine=True)
+    x = _input(size, seed=6)
+    op(x)
+    _randomize_bn(op, seed=3)
+    conv_1, conv_2 = _layers_of(op, keras.layers.Conv2D)
+    (bn,) = _layers_of(op, keras.layers.BatchNormalization)
+    dy = tf.random.stateless_normal(op(x).shape, seed=(7, 1))
+
+    weights = bn.trainable_weights + [conv_1.kernel, conv_2.kernel]
+
+    @tf.function
+    def gradients():
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            loss = tf.reduce_sum(op(x) * dy)
+        return tape.gradient(loss, [x] + weights)
+
+    sources = [tf.cast(v, tf.float64) for v in [x] + weights]
+    with tf.GradientTape() as tape:
+        tape.watch(sources)
+        x64, gamma, beta, k1, k2 = sources
+        r = tf.nn.relu(x64)
+        shifted = tf.pad(r[:, 1:, 1:, :], [[0, 0], [0, 1], [0, 1], [0, 0]])
+        y = tf.concat(
+            [
+                tf.nn.conv2d(r, k1, 2, "VALID"),
+                tf.nn.conv2d(shifted, k2, 2, "VALID"),
+            ],
+            axis=-1,
+        )
+        mean, variance = (
+            tf.cast(v, tf.float64) for v in (bn.moving_mean, bn.moving_variance)
+        )
+        y = tf.nn.batch_normalization(
+            y, mean, variance, beta, gamma, bn.epsilon
+        )
+        loss = tf.reduce_sum(y * tf.cast(dy, tf.float64))
+    expected = tape.gradient(loss, sources)
+
+    for _ in range(10):
+        for got, want in zip(gradients(), expected, strict=True):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("size, stride", [(8, 1), (7, 2)])
 def test_avg_pool_excludes_padding(size, stride):
     op = build_op("avg_pool_3x3", C, stride=stride)
