@@ -11,7 +11,7 @@ command compares every runner with the Keras model on the same batch.
 import dataclasses
 import os
 import shutil
-import tempfile
+import uuid
 from collections.abc import Callable
 
 import numpy as np
@@ -66,7 +66,12 @@ def staging_dir(parent) -> str:
     """A fresh hidden directory under `parent` to build into (same file
     system, so `publish_dir` is an atomic rename)."""
     os.makedirs(parent, exist_ok=True)
-    return tempfile.mkdtemp(prefix=".tmp-export-", dir=parent)
+    # Not `tempfile.mkdtemp`: its 0700 mode would stay on the published
+    # directory, unreadable to a model server running as another user.
+    # `os.mkdir` applies the umask like any other directory.
+    path = os.path.join(parent, f".tmp-export-{uuid.uuid4().hex}")
+    os.mkdir(path)
+    return path
 
 
 def remove_quietly(path) -> None:

@@ -65,6 +65,13 @@ def test_every_format_is_published_verified_and_reported(model_dir, tmp_path):
     assert "snas" in (out / "serving" / "models.config").read_text()
     assert "| tflite_int8 |" in (out / "report.md").read_text()
     assert not [f for f in os.listdir(out) if f.startswith(".tmp")]
+    # Published directories get the umask's mode (not a staging dir's
+    # 0700), so a model server running as another user can read them.
+    umask = os.umask(0)
+    os.umask(umask)
+    for directory, _, _ in os.walk(out):
+        mode = os.stat(directory).st_mode & 0o777
+        assert mode == 0o777 & ~umask, (directory, oct(mode))
 
 
 @pytest.mark.slow
