@@ -34,9 +34,11 @@ def add_model_flags(parser):
     here reaches it with no passthrough code.
     """
     parser.add_argument(
-        "--no-grappler",
-        action="store_true",
-        help="Grappler's graph optimisation off (runtime.grappler: false).",
+        "--grappler",
+        choices=("auto", "on", "off"),
+        default="auto",
+        help="Grappler's graph optimisation (runtime.grappler: null, true, "
+        "false); auto, as a search by default: off unless a GPU is visible.",
     )
     parser.add_argument(
         "--mixed-precision",
@@ -63,8 +65,13 @@ def _measure(setting, args):
 
     cfg = harness.sizes(SETTINGS[setting], args)
     options = supernet_options(args)
-    if args.no_grappler:
-        # As runtime.grappler: false.
+    grappler = (
+        bool(tf.config.list_physical_devices("GPU"))
+        if args.grappler == "auto"
+        else args.grappler == "on"
+    )
+    if not grappler:
+        # As runtime.grappler in a search (trainers/search.py).
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": True}
         )
@@ -93,7 +100,7 @@ def _measure(setting, args):
         **cfg,
         **options,
         "mixed_precision": args.mixed_precision,
-        "grappler": not args.no_grappler,
+        "grappler": grappler,
         "seconds_per_step": round(step, 4),
         "first_step_seconds": round(first, 2),
         "multiply_adds_per_image": madds,

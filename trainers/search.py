@@ -46,14 +46,21 @@ def configure_threads(runtime) -> None:
         pass
 
 
-def configure_runtime(runtime) -> None:
+def configure_runtime(runtime, search: bool = False) -> None:
     """Threads, seeds, op determinism (`runtime.deterministic`) and
-    Grappler (`runtime.grappler`); call before TensorFlow runs any op."""
+    Grappler (`runtime.grappler`); call before TensorFlow runs any op.
+
+    `search` says the job is a supernet search: with `runtime.grappler`
+    null, Grappler is then off unless a GPU is visible (see
+    `RuntimeConfig`)."""
     configure_threads(runtime)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    if not runtime.grappler:
+    grappler = runtime.grappler
+    if grappler is None:
+        grappler = not search or bool(tf.config.list_physical_devices("GPU"))
+    if not grappler:
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": True}
         )
@@ -123,7 +130,7 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         FloatingPointError: at a non-finite loss (the last good checkpoint
             is kept).
     """
-    configure_runtime(config.runtime)
+    configure_runtime(config.runtime, search=True)
     strategy = make_strategy(config.runtime.strategy)
     s, seed = config.search, config.runtime.seed
     # Data first: a bad data set fails before anything is written.

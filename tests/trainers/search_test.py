@@ -108,16 +108,28 @@ def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
     assert not np.array_equal(model.arch_logits_normal.numpy(), before)
 
 
-def test_runtime_grappler_false_turns_the_graph_optimiser_off():
+@pytest.mark.parametrize(
+    "value, search, off",
+    [
+        ("false", False, True),
+        ("true", True, False),
+        # null: the measured default, off for a search on a CPU-only
+        # machine (the test machines have no GPU), on for retraining.
+        ("null", True, True),
+        ("null", False, False),
+    ],
+)
+def test_runtime_grappler_sets_the_graph_optimiser(value, search, off):
     import tensorflow as tf
 
     from snas_tf.trainers.search import configure_runtime
 
-    runtime = load_config([], ["runtime.grappler=false"]).runtime
+    assert not tf.config.list_physical_devices("GPU")
+    runtime = load_config([], [f"runtime.grappler={value}"]).runtime
     try:
-        configure_runtime(runtime)
+        configure_runtime(runtime, search=search)
         options = tf.config.optimizer.get_experimental_options()
-        assert options.get("disable_meta_optimizer") is True
+        assert bool(options.get("disable_meta_optimizer")) is off
     finally:
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": False}
