@@ -147,10 +147,12 @@ class RuntimeConfig:
             (default) for the measured choice: off for a search on a
             machine without a GPU, on otherwise (retraining, and GPUs,
             where its layout optimiser matters). Off, measured on the
-            2-core CPU (interleaved runs): the search's first step falls
-            by 13-20 s (paper setting 150 -> 137 s, small 73 -> 60 s), the
-            step is the same within noise (paper 6.26 -> 6.01 s, small
-            0.89 -> 0.85 s), peak memory rises 4-9%.
+            2-core CPU, means of 3 interleaved pairs: the search's first
+            step falls from 73 to 60 s at the small setting (every pair)
+            and from 139 to 133 s at the paper one (noise +-20 s); the step
+            is the same within noise (small 0.89 -> 0.85 s, paper 5.96 ->
+            5.88 s); peak memory rises 4-9%; with `model.recompute` the
+            paper step was 7.8 s on, 6.5 s off.
     """
 
     strategy: str = "default"
