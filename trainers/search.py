@@ -60,10 +60,11 @@ def configure_runtime(runtime, search: bool = False) -> None:
     grappler = runtime.grappler
     if grappler is None:
         grappler = not search or bool(tf.config.list_physical_devices("GPU"))
-    if not grappler:
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": True}
-        )
+    # Both ways: the option is per process, and a search before a
+    # retraining in one process must not leave it off.
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": not grappler}
+    )
 
 
 def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):

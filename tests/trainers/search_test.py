@@ -108,6 +108,27 @@ def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
     assert not np.array_equal(model.arch_logits_normal.numpy(), before)
 
 
+def test_a_retraining_after_a_search_turns_grappler_back_on():
+    # The option is per process: a search (off on CPU) then a retraining
+    # in the same process must not run the retraining without Grappler.
+    import tensorflow as tf
+
+    from snas_tf.trainers.search import configure_runtime
+
+    runtime = load_config([], []).runtime
+    try:
+        configure_runtime(runtime, search=True)
+        options = tf.config.optimizer.get_experimental_options()
+        assert options.get("disable_meta_optimizer") is True
+        configure_runtime(runtime, search=False)
+        options = tf.config.optimizer.get_experimental_options()
+        assert not options.get("disable_meta_optimizer")
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": False}
+        )
+
+
 @pytest.mark.parametrize(
     "value, search, off",
     [
