@@ -25,14 +25,11 @@ BN_EPSILON = 1e-5
 class Op:
     """A candidate operation: built-in layers plus how to apply them.
 
-    Attributes:
-        primitive: the op's name (one of `PRIMITIVES`, or a helper name such
-            as `"relu_conv_bn"`).
-        layers: the op's layers in creation order (for weight tracking).
-
     Args:
-        primitive: the op's name.
-        layers: its layers; the last one is applied last.
+        primitive: the op's name (one of `PRIMITIVES`, or a helper name such
+            as `"relu_conv_bn"`); kept as `self.primitive`.
+        layers: its layers in creation order (for weight tracking), kept as
+            `self.layers`; the last one is applied last.
         body: optional `body(x)` computing the op up to its last layer
             (default: the other layers in order).
     """
