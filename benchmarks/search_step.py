@@ -62,16 +62,14 @@ def _measure(setting, args):
 
     tf = harness.import_tensorflow(args.intra, args.inter)
     from snas_tf.models import SNASSupernet
+    from snas_tf.trainers.search import grappler_enabled
 
     cfg = harness.sizes(SETTINGS[setting], args)
     options = supernet_options(args)
-    grappler = (
-        bool(tf.config.list_physical_devices("GPU"))
-        if args.grappler == "auto"
-        else args.grappler == "on"
+    grappler = grappler_enabled(
+        {"auto": None, "on": True, "off": False}[args.grappler], search=True
     )
     if not grappler:
-        # As runtime.grappler in a search (trainers/search.py).
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": True}
         )

@@ -50,21 +50,25 @@ def configure_runtime(runtime, search: bool = False) -> None:
     """Threads, seeds, op determinism (`runtime.deterministic`) and
     Grappler (`runtime.grappler`); call before TensorFlow runs any op.
 
-    `search` says the job is a supernet search: with `runtime.grappler`
-    null, Grappler is then off unless a GPU is visible (see
-    `RuntimeConfig`)."""
+    `search` says the job is a supernet search (`grappler_enabled`)."""
     configure_threads(runtime)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    grappler = runtime.grappler
-    if grappler is None:
-        grappler = not search or bool(tf.config.list_physical_devices("GPU"))
+    grappler = grappler_enabled(runtime.grappler, search)
     # Both ways: the option is per process, and a search before a
     # retraining in one process must not leave it off.
     tf.config.optimizer.set_experimental_options(
         {"disable_meta_optimizer": not grappler}
     )
+
+
+def grappler_enabled(setting, search: bool) -> bool:
+    """`runtime.grappler` resolved: null is off for a search on a machine
+    without a GPU, on otherwise (see `RuntimeConfig`)."""
+    if setting is not None:
+        return setting
+    return not search or bool(tf.config.list_physical_devices("GPU"))
 
 
 def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):

@@ -108,27 +108,6 @@ def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
     assert not np.array_equal(model.arch_logits_normal.numpy(), before)
 
 
-def test_a_retraining_after_a_search_turns_grappler_back_on():
-    # The option is per process: a search (off on CPU) then a retraining
-    # in the same process must not run the retraining without Grappler.
-    import tensorflow as tf
-
-    from snas_tf.trainers.search import configure_runtime
-
-    runtime = load_config([], []).runtime
-    try:
-        configure_runtime(runtime, search=True)
-        options = tf.config.optimizer.get_experimental_options()
-        assert options.get("disable_meta_optimizer") is True
-        configure_runtime(runtime, search=False)
-        options = tf.config.optimizer.get_experimental_options()
-        assert not options.get("disable_meta_optimizer")
-    finally:
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": False}
-        )
-
-
 @pytest.mark.parametrize(
     "value, search, off",
     [
@@ -141,20 +120,18 @@ def test_a_retraining_after_a_search_turns_grappler_back_on():
     ],
 )
 def test_runtime_grappler_sets_the_graph_optimiser(value, search, off):
+    # Each case starts from the opposite setting: the option is per
+    # process, so a retraining after a search must turn Grappler back on.
+    # (conftest restores it after the test.)
     import tensorflow as tf
 
     from snas_tf.trainers.search import configure_runtime
 
     assert not tf.config.list_physical_devices("GPU")
-    runtime = load_config([], [f"runtime.grappler={value}"]).runtime
-    try:
-        configure_runtime(runtime, search=search)
-        options = tf.config.optimizer.get_experimental_options()
-        assert bool(options.get("disable_meta_optimizer")) is off
-    finally:
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": False}
-        )
-    assert not tf.config.optimizer.get_experimental_options().get(
-        "disable_meta_optimizer"
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": not off}
     )
+    runtime = load_config([], [f"runtime.grappler={value}"]).runtime
+    configure_runtime(runtime, search=search)
+    options = tf.config.optimizer.get_experimental_options()
+    assert bool(options.get("disable_meta_optimizer")) is off
