@@ -105,13 +105,23 @@ class SearchCell(keras.layers.Layer):
         # One unstack (its gradient is one stack) instead of a strided
         # slice per edge, whose gradients are full-size tensors to sum.
         rows = ops.unstack(z, num=len(edges), axis=0)
+        # ReLU of each node, computed once for all the ops of all the edges
+        # leaving it (mixing mode; argmax mode runs one op per edge).
+        activated = {}
         for node in range(self.search_space.num_nodes):
             total = None
             for e in edges:
                 if e.node != node:
                     continue
-                i = None if index is None else index[e.index]
-                out = self.edges[e.index](states[e.source], rows[e.index], i)
+                edge = self.edges[e.index]
+                x, i, a = states[e.source], None, None
+                if index is not None:
+                    i = index[e.index]
+                elif edge.has_relu_first:
+                    if e.source not in activated:
+                        activated[e.source] = ops.relu(x)
+                    a = activated[e.source]
+                out = edge(x, rows[e.index], i, a)
                 total = out if total is None else total + out
             states.append(total)
         return ops.concatenate(states[2:], axis=-1)

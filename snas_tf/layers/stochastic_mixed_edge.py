@@ -45,6 +45,9 @@ class StochasticMixedEdge(keras.layers.Layer):
         z: (num_ops,) op weights, the edge's row of the cell type's Z.
         index: optional int scalar tensor; when given, the output is the
             output of op `index` alone and `z` is ignored.
+        activated: optional ReLU(x), shared by the ops that start with a
+            ReLU (mixing mode; computed here once when not given). A cell
+            passes it so that all edges leaving one node share it.
 
     Example:
 
@@ -79,6 +82,10 @@ class StochasticMixedEdge(keras.layers.Layer):
             )
             for p in self.primitives
         ]
+        # Whether any op starts with a ReLU of the edge input.
+        self.has_relu_first = any(
+            op is not None and op.relu_first for op in self._ops
+        )
         # Tracked list of every sub-layer, so weights are found and saved.
         self.op_layers = [
             layer for op in self._ops if op is not None for layer in op.layers
@@ -103,7 +110,7 @@ class StochasticMixedEdge(keras.layers.Layer):
             x = x[:, :: self.stride, :: self.stride, :]
         return ops.zeros_like(x)
 
-    def call(self, x, z, index=None):
+    def call(self, x, z, index=None, activated=None):
         if index is not None:
             branches = [
                 (lambda x, op=op: op(x)) if op is not None else self._zeros
@@ -113,11 +120,15 @@ class StochasticMixedEdge(keras.layers.Layer):
         out = None
         # One unstack, not a strided slice (and its gradient) per op.
         weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
+        if activated is None and self.has_relu_first:
+            # One ReLU (and one ReLU gradient) for the edge, not one per
+            # op; Grappler, off for a search on CPU, would not merge them.
+            activated = ops.relu(x)
         for k, op in enumerate(self._ops):
             if op is None:
                 continue
             # Folded into the op's final BatchNorm where it has one.
-            term = op(x, weights[k])
+            term = op(x, weights[k], activated)
             out = term if out is None else out + term
         return self._zeros(x) if out is None else out
 

@@ -31,28 +31,41 @@ class Op:
         layers: its layers in creation order (for weight tracking), kept as
             `self.layers`; the last one is applied last.
         body: optional `body(x)` computing the op up to its last layer
-            (default: the other layers in order).
+            (default: the other layers in order). With `relu_first` it
+            receives ReLU(x).
+        relu_first: whether the first layer is a ReLU of the input, which
+            a caller may compute once for several ops (`activated`); kept
+            as `self.relu_first`.
     """
 
-    def __init__(self, primitive, layers, body=None):
+    def __init__(self, primitive, layers, body=None, relu_first=False):
         self.primitive = primitive
         self.layers = list(layers)
         self._body = body
+        self.relu_first = bool(relu_first)
 
-    def __call__(self, x, weight=None):
+    def __call__(self, x, weight=None, activated=None):
         """The op's output, times the scalar `weight` if given.
 
         On an op whose final layer takes an `output_scale` (the search
         supernet's fused BatchNormalization) the weight is folded into
         that layer: the same value, without a separate multiply of the
         whole output and its two gradient ops.
+
+        `activated`, when given, is ReLU(x), used instead of the op's own
+        first ReLU (`relu_first` ops only): a search cell computes it once
+        per node for all the ops of all the edges leaving that node.
         """
         if not self.layers:
             return x if weight is None else weight * x
+        layers = self.layers
+        if self.relu_first:
+            x = layers[0](x) if activated is None else activated
+            layers = layers[1:]
         if self._body is not None:
             x = self._body(x)
         else:
-            for layer in self.layers[:-1]:
+            for layer in layers[:-1]:
                 x = layer(x)
         last = self.layers[-1]
         if weight is None:
@@ -104,6 +117,7 @@ def relu_conv_bn(
             ),
             batch_norm(affine, n("bn"), layers),
         ],
+        relu_first=True,
     )
 
 
@@ -144,13 +158,13 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     bn = batch_norm(affine, n("bn"), layers)
 
     def body(x):
-        x = relu(x)
         return concat([conv_1(sub_1(x)), conv_2(sub_2(pad(shift(x))))])
 
     return Op(
         "skip_connect",
         [relu, sub_1, conv_1, shift, pad, sub_2, conv_2, concat, bn],
         body,
+        relu_first=True,
     )
 
 
@@ -247,7 +261,9 @@ def build_op(
     builder = _sep_conv if primitive.startswith("sep") else _dil_conv
     kernel_size = int(primitive[-1])
     return Op(
-        primitive, builder(channels, kernel_size, stride, affine, n, layers)
+        primitive,
+        builder(channels, kernel_size, stride, affine, n, layers),
+        relu_first=True,
     )
 
 

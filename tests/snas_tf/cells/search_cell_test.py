@@ -113,6 +113,37 @@ def test_argmax_mode_equals_one_hot_mix(reduction):
 
 
 @pytest.mark.parametrize("reduction", [False, True])
+def test_mixing_computes_one_relu_per_node_with_the_same_output(reduction):
+    cell = _cell(reduction)
+    s0, s1 = _states(seed=3)
+    z = _z(seed=3)
+    cell(s0, s1, z)
+    _randomize(cell, seed=3)
+    # Reference: every op of every edge applies its own first ReLU.
+    states = [cell._pre0(s0), cell._pre1(s1)]
+    for node in range(TINY_SPACE.num_nodes):
+        terms = [
+            z[e.index, k] * op(states[e.source])
+            for e in TINY_SPACE.edges
+            if e.node == node
+            for k, op in enumerate(cell.edges[e.index]._ops)
+            if op is not None
+        ]
+        states.append(tf.add_n(terms))
+    expected = tf.concat(states[2:], axis=-1)
+    np.testing.assert_allclose(
+        cell(s0, s1, z), expected, rtol=1e-5, atol=1e-5
+    )
+    # The two preprocess ReLUs, one per node that edges leave (s0, s1,
+    # node 0) and the inner ReLU of each edge's sep conv. One first ReLU per
+    # op would make 12 (normal) or 16 (reduction, where FactorizedReduce
+    # starts with one too).
+    graph = tf.function(cell).get_concrete_function(s0, s1, z).graph
+    relus = [op for op in graph.get_operations() if op.type == "Relu"]
+    assert len(relus) == 2 + 3 + TINY_SPACE.num_edges
+
+
+@pytest.mark.parametrize("reduction", [False, True])
 def test_node_with_only_none_inputs_outputs_zeros(reduction):
     cell = _cell(reduction)
     s0, s1 = _states(seed=2)

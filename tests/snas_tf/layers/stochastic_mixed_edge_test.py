@@ -104,9 +104,9 @@ def _count_op_calls(edge):
     calls, original = [], list(edge._ops)
 
     def counting(k, op):
-        def run(x, weight=None):
+        def run(*args):
             calls.append(k)
-            return op(x, weight)
+            return op(*args)
 
         return run
 
