@@ -131,9 +131,7 @@ def test_mixing_computes_one_relu_per_node_with_the_same_output(reduction):
         ]
         states.append(tf.add_n(terms))
     expected = tf.concat(states[2:], axis=-1)
-    np.testing.assert_allclose(
-        cell(s0, s1, z), expected, rtol=1e-5, atol=1e-5
-    )
+    np.testing.assert_allclose(cell(s0, s1, z), expected, rtol=1e-5, atol=1e-5)
     # The two preprocess ReLUs, one per node that edges leave (s0, s1,
     # node 0) and the inner ReLU of each edge's sep conv. One first ReLU per
     # op would make 12 (normal) or 16 (reduction, where FactorizedReduce
