@@ -1,4 +1,4 @@
-"""Gradient handling shared by the search and the retraining steps.
+"""Gradient handling and run settings shared by search and retraining.
 
 Both follow the reference's PyTorch recipe under any tf.distribute strategy:
 clip the gradient of the **global** batch by its global norm, then add
@@ -124,6 +124,23 @@ def mixed_precision(enabled: bool):
         keras.mixed_precision.set_dtype_policy(policy)
 
 
+@contextlib.contextmanager
+def grappler(enabled: bool):
+    """TensorFlow's graph optimiser (Grappler) on or off for the functions
+    first run inside; the process's previous setting is restored on exit.
+
+    The option is per process and read when a function first runs, so a
+    search that turns it off leaves later work in the same process (a
+    retraining, a loaded SavedModel) as it found it."""
+    key = "disable_meta_optimizer"
+    before = tf.config.optimizer.get_experimental_options().get(key, False)
+    tf.config.optimizer.set_experimental_options({key: not enabled})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({key: before})
+
+
 def track_loss(model, loss, batch_size) -> None:
     """Updates the model's `loss` metric with the unscaled loss value."""
     loss = loss * num_replicas()
@@ -136,6 +153,7 @@ __all__ = [
     "apply_update",
     "check_no_clipping",
     "clip_global",
+    "grappler",
     "mixed_precision",
     "num_replicas",
     "per_replica",

@@ -26,15 +26,3 @@ def mirrored():
     several strategies over the same devices in one process can collide on
     collective instance keys."""
     return tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
-
-
-@pytest.fixture(autouse=True)
-def _grappler_back_on():
-    """A search turns Grappler off for its whole process (`runtime.grappler`
-    null on a machine without a GPU); the next test in the same worker must
-    not inherit that (a graph left un-inlined names its tensors
-    differently)."""
-    yield
-    tf.config.optimizer.set_experimental_options(
-        {"disable_meta_optimizer": False}
-    )

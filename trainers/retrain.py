@@ -41,8 +41,8 @@ from snas_tf.models import (
 from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.optimizers import FusedSGD
 from snas_tf.strategy import make_strategy, worker_dir
-from snas_tf.trainers.search import configure_runtime
-from snas_tf.training import mixed_precision
+from snas_tf.trainers.search import configure_runtime, grappler_enabled
+from snas_tf.training import grappler, mixed_precision
 from snas_tf.training import num_replicas as strategy_replicas
 
 LR_SCHEDULES = ("cosine", "exponential")
@@ -156,6 +156,11 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
             bad sizes; raised before anything is written.
     """
     configure_runtime(config.runtime)
+    with grappler(grappler_enabled(config.runtime.grappler, search=False)):
+        return _retrain(config, genotype, model_dir)
+
+
+def _retrain(config: RetrainConfig, genotype, model_dir) -> dict:
     genotype = get_genotype(genotype or config.child.genotype)
     strategy = make_strategy(config.runtime.strategy)
     t, seed = config.train, config.runtime.seed

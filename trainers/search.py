@@ -26,7 +26,7 @@ from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.strategy import make_strategy
-from snas_tf.training import mixed_precision
+from snas_tf.training import grappler, mixed_precision
 
 
 def configure_threads(runtime) -> None:
@@ -46,21 +46,14 @@ def configure_threads(runtime) -> None:
         pass
 
 
-def configure_runtime(runtime, search: bool = False) -> None:
-    """Threads, seeds, op determinism (`runtime.deterministic`) and
-    Grappler (`runtime.grappler`); call before TensorFlow runs any op.
-
-    `search` says the job is a supernet search (`grappler_enabled`)."""
+def configure_runtime(runtime) -> None:
+    """Threads, seeds and op determinism (`runtime.deterministic`); call
+    before TensorFlow runs any op. Grappler (`runtime.grappler`) is set
+    for the job's duration only (`grappler_enabled`, `training.grappler`)."""
     configure_threads(runtime)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
-    grappler = grappler_enabled(runtime.grappler, search)
-    # Both ways: the option is per process, and a search before a
-    # retraining in one process must not leave it off.
-    tf.config.optimizer.set_experimental_options(
-        {"disable_meta_optimizer": not grappler}
-    )
 
 
 def grappler_enabled(setting, search: bool) -> bool:
@@ -135,7 +128,12 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         FloatingPointError: at a non-finite loss (the last good checkpoint
             is kept).
     """
-    configure_runtime(config.runtime, search=True)
+    configure_runtime(config.runtime)
+    with grappler(grappler_enabled(config.runtime.grappler, search=True)):
+        return _search(config, model_dir, callbacks)
+
+
+def _search(config: Config, model_dir, callbacks) -> dict:
     strategy = make_strategy(config.runtime.strategy)
     s, seed = config.search, config.runtime.seed
     # Data first: a bad data set fails before anything is written.

@@ -57,3 +57,26 @@ def test_a_missing_gradient_leaves_only_the_decay():
 def test_an_optimizer_that_clips_by_itself_is_rejected(attr):
     with pytest.raises(ValueError, match=attr):
         training.check_no_clipping(keras.optimizers.SGD(0.1, **{attr: 1.0}))
+
+
+def _grappler_off():
+    options = tf.config.optimizer.get_experimental_options()
+    return bool(options.get("disable_meta_optimizer"))
+
+
+@pytest.mark.parametrize("start_off", [False, True])
+@pytest.mark.parametrize("enabled", [False, True])
+def test_grappler_is_set_inside_and_restored_after(start_off, enabled):
+    tf.config.optimizer.set_experimental_options(
+        {"disable_meta_optimizer": start_off}
+    )
+    try:
+        with pytest.raises(KeyError):
+            with training.grappler(enabled):
+                assert _grappler_off() is not enabled
+                raise KeyError("an error inside still restores it")
+        assert _grappler_off() is start_off
+    finally:
+        tf.config.optimizer.set_experimental_options(
+            {"disable_meta_optimizer": False}
+        )
