@@ -122,7 +122,7 @@ class StochasticMixedEdge(keras.layers.Layer):
         weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
         if activated is None and self.has_relu_first:
             # One ReLU (and one ReLU gradient) for the edge, not one per
-            # op; Grappler, off for a search on CPU, would not merge them.
+            # op: fewer ops to trace (TF's runtime merges identical ones).
             activated = ops.relu(x)
         for k, op in enumerate(self._ops):
             if op is None:
