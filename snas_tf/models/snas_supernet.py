@@ -503,6 +503,16 @@ class SNASSupernet(keras.Model):
             grads = tape.gradient(total, weights + arch)
         return loss, penalty, y_pred, grads
 
+    def make_train_function(self, force=False):
+        # One tf.function per step instead of Keras' two nested ones: a
+        # shorter first step (`training.single_function_step`).
+        if self.train_function is None or force:
+            super().make_train_function(force=True)
+            self.train_function = training.single_function_step(
+                self, self.train_function
+            )
+        return self.train_function
+
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)

@@ -257,6 +257,54 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
+def _is_single_function(train_function):
+    return train_function.__qualname__.startswith("single_function_step")
+
+
+def test_one_function_train_step_gives_keras_results(mirrored):
+    # Stochastic (snas) mode under two replicas: the single tf.function
+    # must draw the same noise and reduce the same logs as Keras' nested
+    # train function.
+    x, y = tiny_data(n=4)
+    initial = None
+
+    def train(nested):
+        with mirrored.scope():
+            model = tiny_supernet()
+            model.compile(jit_compile=False)
+            model.build(x.shape)
+        if initial is not None:
+            model.set_weights(initial)
+        start = model.get_weights()
+        if nested:
+            keras.Model.make_train_function(model, force=True)
+        history = model.fit(
+            x, y, batch_size=4, epochs=2, shuffle=False, verbose=0
+        )
+        single = _is_single_function(model.train_function)
+        weights = _values(model.trainable_variables)
+        return start, single, history.history["loss"], weights
+
+    initial, single, loss, weights = train(nested=False)
+    _, nested_single, nested_loss, nested_weights = train(nested=True)
+    assert single and not nested_single
+    np.testing.assert_allclose(loss, nested_loss, rtol=1e-6)
+    for a, b in zip(weights, nested_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{"steps_per_execution": 2}, {"run_eagerly": True}]
+)
+def test_keras_train_function_where_one_function_does_not_apply(kwargs):
+    model = tiny_supernet()
+    model.compile(jit_compile=False, **kwargs)
+    assert not _is_single_function(model.make_train_function())
+    x, y = tiny_data(n=4)
+    history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
+    assert np.isfinite(history.history["loss"]).all()
+
+
 @pytest.mark.slow
 def test_xla_under_mirrored_compiles_the_per_replica_pass(mirrored):
     with mirrored.scope():
