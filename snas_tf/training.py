@@ -153,6 +153,19 @@ def single_function_step(model, fallback):
     return function
 
 
+class SingleFunctionTrainStep:
+    """Mixin for a `keras.Model` whose train function is
+    `single_function_step` (list it before `keras.Model`)."""
+
+    def make_train_function(self, force=False):
+        if self.train_function is None or force:
+            super().make_train_function(force=True)
+            self.train_function = single_function_step(
+                self, self.train_function
+            )
+        return self.train_function
+
+
 @contextlib.contextmanager
 def mixed_precision(enabled: bool):
     """Layers built inside compute in bfloat16 with float32 variables
@@ -193,6 +206,7 @@ def track_loss(model, loss, batch_size) -> None:
 
 
 __all__ = [
+    "SingleFunctionTrainStep",
     "apply_update",
     "check_no_clipping",
     "clip_global",

@@ -20,7 +20,7 @@ from snas_tf import training
 from snas_tf.optimizers import FusedSGD
 
 
-class ChildTrainer(keras.Model):
+class ChildTrainer(training.SingleFunctionTrainStep, keras.Model):
     """Trains a child network with the reference's loss and update.
 
     Args:

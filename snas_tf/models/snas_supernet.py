@@ -107,7 +107,7 @@ def default_search_optimizers(
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
-class SNASSupernet(keras.Model):
+class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
     """The SNAS supernet: stem, L search cells, global pool, classifier.
 
     Owns the architecture logits (log α), one `(num_edges, num_ops)`
@@ -502,16 +502,6 @@ class SNASSupernet(keras.Model):
         with recomputing():
             grads = tape.gradient(total, weights + arch)
         return loss, penalty, y_pred, grads
-
-    def make_train_function(self, force=False):
-        # One tf.function per step instead of Keras' two nested ones: a
-        # shorter first step (`training.single_function_step`).
-        if self.train_function is None or force:
-            super().make_train_function(force=True)
-            self.train_function = training.single_function_step(
-                self, self.train_function
-            )
-        return self.train_function
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

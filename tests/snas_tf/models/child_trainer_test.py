@@ -119,3 +119,24 @@ def test_an_optimizer_that_clips_by_itself_is_rejected():
     trainer = ChildTrainer(_network(), 3)
     with pytest.raises(ValueError, match="clipnorm"):
         trainer.compile(keras.optimizers.SGD(0.1, clipnorm=1.0))
+
+
+def test_one_function_train_step_gives_keras_results():
+    # _network() reseeds, so both trainers start from the same weights.
+    results = []
+    for nested in (False, True):
+        trainer = ChildTrainer(_network(auxiliary=True, image_size=32), 3)
+        trainer.compile()
+        if nested:  # Keras' own: a tf.function per batch in one per iterator
+            keras.Model.make_train_function(trainer, force=True)
+        name = trainer.make_train_function().__qualname__
+        history = trainer.fit(
+            *_batch(n=4, size=32), batch_size=2, epochs=2, verbose=0
+        )
+        results.append((name, history.history["loss"], _weights(trainer)))
+    (name, loss, weights), (nested_name, nested_loss, nested_weights) = results
+    assert name.startswith("single_function_step")
+    assert not nested_name.startswith("single_function_step")
+    np.testing.assert_allclose(loss, nested_loss, rtol=1e-6)
+    for a, b in zip(weights, nested_weights, strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)
