@@ -114,20 +114,27 @@ def single_function_step(model, fallback):
     """`model.train_step` over a data iterator as one `tf.function`.
 
     Keras' train function is a `tf.function` per iterator calling a
-    `tf.function` per batch; for a graph of tens of thousands of ops the
-    nesting costs a second trace and a longer instantiation (measured on
-    the small search setting: first step 14 s longer). This is the same
-    step (`strategy.run`, then Keras' reduction of the replicas' logs)
-    in one function. At the end of the data `get_next` raises
+    `tf.function` per batch. With Grappler off (a search on a CPU, by
+    default) the nesting costs a second trace and a longer instantiation:
+    small search setting, interleaved pairs, first step 53/46 -> 45/41 s
+    and step 0.77/0.73 -> 0.71/0.66 s in one function. With Grappler on
+    it was the other way (mobile retraining: step 1.96/1.60 s nested,
+    2.14/1.84 s in one function), so Keras' function is kept then. This
+    is the same step (`strategy.run`, then Keras' reduction of the
+    replicas' logs). At the end of the data `get_next` raises
     `OutOfRangeError`, which Keras' epoch iterator takes as the end of
     the epoch.
 
     Args:
         model: a compiled Keras model.
-        fallback: Keras' own train function, returned as is where it is
-            needed: eager runs, XLA (`jit_compile`, which compiles the
-            inner function only) and `steps_per_execution` > 1.
+        fallback: Keras' own train function, returned as is with Grappler
+            on (when called: see `grappler`) and where it is needed:
+            eager runs, XLA (`jit_compile`, which compiles the inner
+            function only) and `steps_per_execution` > 1.
     """
+    options = tf.config.optimizer.get_experimental_options()
+    if not options.get("disable_meta_optimizer"):
+        return fallback
     if model.run_eagerly or model.jit_compile:
         return fallback
     if model.steps_per_execution != 1:
