@@ -63,16 +63,13 @@ def _measure(setting, args):
     tf = harness.import_tensorflow(args.intra, args.inter)
     from snas_tf.models import SNASSupernet
     from snas_tf.trainers.search import grappler_enabled
+    from snas_tf.training import grappler as grappler_scope
 
     cfg = harness.sizes(SETTINGS[setting], args)
     options = supernet_options(args)
     grappler = grappler_enabled(
         {"auto": None, "on": True, "off": False}[args.grappler], search=True
     )
-    if not grappler:
-        tf.config.optimizer.set_experimental_options(
-            {"disable_meta_optimizer": True}
-        )
     if args.mixed_precision:
         import keras
 
@@ -91,7 +88,8 @@ def _measure(setting, args):
     x = rng.normal(size=(cfg["batch"], side, side, 3)).astype("float32")
     y = rng.integers(0, 10, size=(cfg["batch"],)).astype("int32")
     data = tf.data.Dataset.from_tensors((x, y)).repeat()
-    first, step = harness.time_fit(model, data, args.warmup, args.steps)
+    with grappler_scope(grappler):
+        first, step = harness.time_fit(model, data, args.warmup, args.steps)
     madds = _forward_madds(model, x.shape)
     return {
         "setting": setting,

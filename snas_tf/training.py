@@ -132,8 +132,7 @@ def single_function_step(model, fallback):
             eager runs, XLA (`jit_compile`, which compiles the inner
             function only) and `steps_per_execution` > 1.
     """
-    options = tf.config.optimizer.get_experimental_options()
-    if not options.get("disable_meta_optimizer"):
+    if grappler_on():
         return fallback
     if model.run_eagerly or model.jit_compile:
         return fallback
@@ -187,6 +186,15 @@ def mixed_precision(enabled: bool):
         keras.mixed_precision.set_dtype_policy(policy)
 
 
+_GRAPPLER_OFF = "disable_meta_optimizer"
+
+
+def grappler_on() -> bool:
+    """Whether functions first run now get TF's graph optimiser."""
+    options = tf.config.optimizer.get_experimental_options()
+    return not options.get(_GRAPPLER_OFF, False)
+
+
 @contextlib.contextmanager
 def grappler(enabled: bool):
     """TensorFlow's graph optimiser (Grappler) on or off for the functions
@@ -195,13 +203,14 @@ def grappler(enabled: bool):
     The option is per process and read when a function first runs, so a
     search that turns it off leaves later work in the same process (a
     retraining, a loaded SavedModel) as it found it."""
-    key = "disable_meta_optimizer"
-    before = tf.config.optimizer.get_experimental_options().get(key, False)
-    tf.config.optimizer.set_experimental_options({key: not enabled})
+    before = grappler_on()
+    tf.config.optimizer.set_experimental_options({_GRAPPLER_OFF: not enabled})
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({key: before})
+        tf.config.optimizer.set_experimental_options(
+            {_GRAPPLER_OFF: not before}
+        )
 
 
 def track_loss(model, loss, batch_size) -> None:
@@ -218,6 +227,7 @@ __all__ = [
     "check_no_clipping",
     "clip_global",
     "grappler",
+    "grappler_on",
     "mixed_precision",
     "num_replicas",
     "per_replica",

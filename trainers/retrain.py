@@ -41,8 +41,8 @@ from snas_tf.models import (
 from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.optimizers import FusedSGD
 from snas_tf.strategy import make_strategy, worker_dir
-from snas_tf.trainers.search import configure_runtime, grappler_enabled
-from snas_tf.training import grappler, mixed_precision
+from snas_tf.trainers.search import job_runtime
+from snas_tf.training import mixed_precision
 from snas_tf.training import num_replicas as strategy_replicas
 
 LR_SCHEDULES = ("cosine", "exponential")
@@ -155,8 +155,7 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
         ValueError: for an unknown genotype, network, data set, schedule or
             bad sizes; raised before anything is written.
     """
-    configure_runtime(config.runtime)
-    with grappler(grappler_enabled(config.runtime.grappler, search=False)):
+    with job_runtime(config.runtime, search=False):
         return _retrain(config, genotype, model_dir)
 
 

@@ -9,6 +9,7 @@ heatmaps, curves; `snas plot`). Every file is written
 under a temporary name and renamed.
 """
 
+import contextlib
 import json
 import os
 
@@ -46,14 +47,18 @@ def configure_threads(runtime) -> None:
         pass
 
 
-def configure_runtime(runtime) -> None:
-    """Threads, seeds and op determinism (`runtime.deterministic`); call
-    before TensorFlow runs any op. Grappler (`runtime.grappler`) is set
-    for the job's duration only (`grappler_enabled`, `training.grappler`)."""
+@contextlib.contextmanager
+def job_runtime(runtime, search: bool):
+    """A job's runtime settings: threads, seeds and op determinism
+    (`runtime.deterministic`), set on entry (before TensorFlow runs any
+    op), and Grappler (`runtime.grappler`, see `grappler_enabled`) for
+    the job's duration only. `search` says the job is a supernet search."""
     configure_threads(runtime)
     keras.utils.set_random_seed(runtime.seed)
     if runtime.deterministic:
         tf.config.experimental.enable_op_determinism()
+    with grappler(grappler_enabled(runtime.grappler, search)):
+        yield
 
 
 def grappler_enabled(setting, search: bool) -> bool:
@@ -128,8 +133,7 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         FloatingPointError: at a non-finite loss (the last good checkpoint
             is kept).
     """
-    configure_runtime(config.runtime)
-    with grappler(grappler_enabled(config.runtime.grappler, search=True)):
+    with job_runtime(config.runtime, search=True):
         return _search(config, model_dir, callbacks)
 
 

@@ -4,6 +4,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from testing_utils import grappler_off
 
 from snas_tf import training
 
@@ -59,11 +60,6 @@ def test_an_optimizer_that_clips_by_itself_is_rejected(attr):
         training.check_no_clipping(keras.optimizers.SGD(0.1, **{attr: 1.0}))
 
 
-def _grappler_off():
-    options = tf.config.optimizer.get_experimental_options()
-    return bool(options.get("disable_meta_optimizer"))
-
-
 @pytest.mark.parametrize("start_off", [False, True])
 @pytest.mark.parametrize("enabled", [False, True])
 def test_grappler_is_set_inside_and_restored_after(start_off, enabled):
@@ -73,9 +69,9 @@ def test_grappler_is_set_inside_and_restored_after(start_off, enabled):
     try:
         with pytest.raises(KeyError):
             with training.grappler(enabled):
-                assert _grappler_off() is not enabled
+                assert grappler_off() is not enabled
                 raise KeyError("an error inside still restores it")
-        assert _grappler_off() is start_off
+        assert grappler_off() is start_off
     finally:
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": False}

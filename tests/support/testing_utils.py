@@ -51,6 +51,20 @@ def tiny_data(n=4, size=8, classes=3, seed=0):
     return x, y
 
 
+def grappler_off():
+    """Whether TF's graph optimiser is off for functions first run now
+    (read from TF, not through the code under test)."""
+    import tensorflow as tf
+
+    options = tf.config.optimizer.get_experimental_options()
+    return bool(options.get("disable_meta_optimizer"))
+
+
+def is_single_function(train_function):
+    """Whether a model's train function is `single_function_step`'s."""
+    return train_function.__qualname__.startswith("single_function_step")
+
+
 def assert_config_round_trip(layer):
     """from_config(get_config()) rebuilds an equal config."""
     config = layer.get_config()

@@ -4,6 +4,7 @@ import json
 import os
 
 import pytest
+from testing_utils import grappler_off
 
 from snas_tf.config import load_config
 from snas_tf.genotype import Genotype
@@ -27,11 +28,6 @@ TINY = [
 @pytest.mark.slow
 def test_run_search_writes_every_output(tmp_path):
     import keras
-    import tensorflow as tf
-
-    def grappler_off():
-        options = tf.config.optimizer.get_experimental_options()
-        return bool(options.get("disable_meta_optimizer"))
 
     seen = []
     record = keras.callbacks.LambdaCallback(

@@ -7,6 +7,7 @@ import tensorflow as tf
 from testing_utils import (
     TINY_PRIMITIVES,
     assert_config_round_trip,
+    is_single_function,
     tiny_data,
     tiny_supernet,
 )
@@ -257,10 +258,6 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
         np.testing.assert_allclose(a, b, atol=1e-5)
 
 
-def _is_single_function(train_function):
-    return train_function.__qualname__.startswith("single_function_step")
-
-
 def test_one_function_train_step_gives_keras_results(mirrored):
     # Stochastic (snas) mode under two replicas: the single tf.function
     # (used with Grappler off) must draw the same noise and reduce the
@@ -282,7 +279,7 @@ def test_one_function_train_step_gives_keras_results(mirrored):
             history = model.fit(
                 x, y, batch_size=4, epochs=2, shuffle=False, verbose=0
             )
-        single = _is_single_function(model.train_function)
+        single = is_single_function(model.train_function)
         weights = _values(model.trainable_variables)
         return start, single, history.history["loss"], weights
 
@@ -310,7 +307,7 @@ def test_keras_train_function_where_one_function_does_not_apply(
     model.compile(jit_compile=False, **kwargs)
     x, y = tiny_data(n=4)
     with training.grappler(grappler):
-        assert not _is_single_function(model.make_train_function())
+        assert not is_single_function(model.make_train_function())
         history = model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
 
