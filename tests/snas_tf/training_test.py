@@ -1,5 +1,7 @@
 """Tests of the shared gradient handling (global clip, coupled L2)."""
 
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -76,3 +78,23 @@ def test_grappler_is_set_inside_and_restored_after(start_off, enabled):
         tf.config.optimizer.set_experimental_options(
             {"disable_meta_optimizer": False}
         )
+
+
+def test_one_function_step_runs_train_step_unconverted():
+    # AutoGraph is off in the one function: train_step runs as written,
+    # not as AutoGraph's rewrite (a generated file), which cost seconds
+    # of the trace.
+    files = []
+
+    class Probe(training.SingleFunctionTrainStep, keras.Sequential):
+        def train_step(self, data):
+            files.append(sys._getframe().f_code.co_filename)
+            return super().train_step(data)
+
+    model = Probe([keras.Input((3,)), keras.layers.Dense(2)])
+    model.compile(optimizer="sgd", loss="mse")
+    x = np.ones((4, 3), "float32")
+    with training.grappler(False):
+        history = model.fit(x, x[:, :2], batch_size=2, epochs=1, verbose=0)
+    assert files == [__file__]
+    assert np.isfinite(history.history["loss"]).all()
