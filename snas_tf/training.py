@@ -118,15 +118,16 @@ def single_function_step(model, fallback):
     default) the nesting costs a second trace and a longer instantiation:
     small search setting, interleaved pairs, first step 53/46 -> 45/41 s
     and step 0.77/0.73 -> 0.71/0.66 s in one function. With Grappler on
-    it was the other way (mobile retraining: step 1.96/1.60 s nested,
-    2.14/1.84 s in one function), so Keras' function is kept then. This
-    is the same step (`strategy.run`, then Keras' reduction of the
-    replicas' logs). At the end of the data `get_next` raises
-    `OutOfRangeError`, which Keras' epoch iterator takes as the end of
-    the epoch. AutoGraph is off: the train steps branch on Python values
-    only, and converting them (`strategy.run` converts what it runs)
-    cost 2-5 s of the small setting's trace (13-14 s instead of
-    16-18 s, two interleaved pairs).
+    Keras' function is kept: mobile retraining, two interleaved pairs,
+    the first step took 20.5/19.8 s nested and 25.5/25.8 s in one
+    function (the step 1.53/1.54 and 1.49/1.47 s). This is the same step
+    (`strategy.run`, then Keras' reduction of the replicas' logs). At
+    the end of the data `get_next` raises `OutOfRangeError`, which
+    Keras' epoch iterator takes as the end of the epoch. AutoGraph is
+    off, as in Keras' function (`do_not_convert`): the train steps
+    branch on Python values only, and converting them (`strategy.run`
+    converts what it runs when AutoGraph is on) cost 2-5 s of the small
+    setting's trace (13-14 s instead of 16-18 s, two interleaved pairs).
 
     Args:
         model: a compiled Keras model.

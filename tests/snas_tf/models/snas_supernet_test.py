@@ -296,7 +296,7 @@ def test_one_function_train_step_gives_keras_results(mirrored):
     [
         (False, {"steps_per_execution": 2}),
         (False, {"run_eagerly": True}),
-        # Measured slower in one function with Grappler on.
+        # One function had the slower first step with Grappler on.
         (True, {}),
     ],
 )
