@@ -1,4 +1,5 @@
-"""Tests of the shared gradient handling (global clip, coupled L2)."""
+"""Tests of `snas_tf.training`: global clip and coupled L2, Grappler
+scoping, the one-function train step."""
 
 import sys
 
