@@ -115,19 +115,15 @@ def single_function_step(model, fallback):
 
     Keras' train function is a `tf.function` per iterator calling a
     `tf.function` per batch. With Grappler off (a search on a CPU, by
-    default) the nesting costs a second trace and a longer instantiation:
-    small search setting, interleaved pairs, first step 53/46 -> 45/41 s
-    and step 0.77/0.73 -> 0.71/0.66 s in one function. With Grappler on
-    Keras' function is kept: mobile retraining, two interleaved pairs,
-    the first step took 20.5/19.8 s nested and 25.5/25.8 s in one
-    function (the step 1.53/1.54 and 1.49/1.47 s). This is the same step
-    (`strategy.run`, then Keras' reduction of the replicas' logs). At
-    the end of the data `get_next` raises `OutOfRangeError`, which
-    Keras' epoch iterator takes as the end of the epoch. AutoGraph is
-    off, as in Keras' function (`do_not_convert`): the train steps
-    branch on Python values only, and converting them (`strategy.run`
-    converts what it runs when AutoGraph is on) cost 2-5 s of the small
-    setting's trace (13-14 s instead of 16-18 s, two interleaved pairs).
+    default) one function traces and instantiates faster; with Grappler
+    on Keras' nesting had the faster first step (figures: "Where the
+    search step's time goes" in `benchmarks/README.md`). This is the
+    same step: `strategy.run`, then Keras' reduction of the replicas'
+    logs. AutoGraph is off, as in Keras' function: the train steps
+    branch on Python values only, and converting them cost seconds of
+    the trace. At the end of the data `get_next` raises
+    `OutOfRangeError`, which Keras' epoch iterator takes as the end of
+    the epoch.
 
     Args:
         model: a compiled Keras model.
@@ -136,31 +132,27 @@ def single_function_step(model, fallback):
             eager runs, XLA (`jit_compile`, which compiles the inner
             function only) and `steps_per_execution` > 1.
     """
-    if grappler_on():
-        return fallback
-    if model.run_eagerly or model.jit_compile:
-        return fallback
-    if model.steps_per_execution != 1:
+    if (
+        grappler_on()
+        or model.run_eagerly
+        or model.jit_compile
+        or model.steps_per_execution != 1
+    ):
         return fallback
     # Private in Keras 3.15: how Keras reduces the replicas' outputs.
     from keras.src.backend.tensorflow.trainer import reduce_per_replica
 
     strategy = model.distribute_strategy
 
+    # Keras' TF epoch iterator always passes a tf.data or distributed
+    # iterator here.
     @tf.function(reduce_retracing=True, autograph=False)
     def step_on_iterator(iterator):
         data = iterator.get_next()
         outputs = strategy.run(model.train_step, args=(data,))
         return reduce_per_replica(outputs, strategy, reduction="auto")
 
-    iterators = (tf.data.Iterator, tf.distribute.DistributedIterator)
-
-    def function(iterator):
-        if isinstance(iterator, iterators):
-            return step_on_iterator(iterator)
-        return fallback(iterator)
-
-    return function
+    return step_on_iterator
 
 
 class SingleFunctionTrainStep:
