@@ -375,7 +375,7 @@ def test_build_gives_tf_variables_short_names_and_keeps_keras_paths():
     assert any(v.value.name == "momentum:0" for v in built)
     paths = [v.path for v in model.weights + model.optimizer.variables]
     assert len(set(paths)) == len(paths)
-    assert model.cells[0].weights[0].path.startswith("snas_supernet/cell_0/")
+    assert model.cells[0].weights[0].path.startswith(f"{model.name}/cell_0/")
 
 
 def test_recompute_gives_the_same_training_step():
