@@ -71,9 +71,14 @@ def apply_update(optimizer, grads, variables, clipnorm, weight_decay):
     ]
     grads = clip_global(grads, clipnorm)
     if weight_decay:
-        # Scaled like the loss, so the replicas' sum counts it once.
+        # Scaled like the loss, so the replicas' sum counts it once. One
+        # constant per dtype, not one per variable: a smaller graph.
+        decay = {}
+        for v in variables:
+            if v.dtype not in decay:
+                decay[v.dtype] = tf.constant(per_replica(weight_decay), v.dtype)
         grads = [
-            g + per_replica(weight_decay * v)
+            g + decay[v.dtype] * v
             for g, v in zip(grads, variables, strict=True)
         ]
     optimizer.apply_gradients(zip(grads, variables, strict=True))
