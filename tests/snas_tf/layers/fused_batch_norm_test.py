@@ -172,3 +172,53 @@ def test_keras_file_round_trip(tmp_path):
     assert isinstance(loaded.layers[0], FusedBatchNormalization)
     for a, b in zip(model.weights, loaded.weights, strict=True):
         np.testing.assert_array_equal(a, b)
+
+
+def test_float32_gradient_graph_has_no_zeros_for_unused_outputs():
+    # The V1 kernel: the tape passes None for the batch statistics' and
+    # reserve spaces' gradients instead of building a zeros op for each.
+    layer = FusedBatchNormalization(center=False, scale=False, **KWARGS)
+    layer.build(SHAPE)
+
+    @tf.function(autograph=False)
+    def step(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            y = layer(x, training=True, output_scale=tf.constant(0.5))
+            loss = tf.reduce_sum(y * tf.sin(x))
+        return tape.gradient(loss, x)
+
+    graph = step.get_concrete_function(tf.TensorSpec(SHAPE)).graph
+    types = [op.type for op in graph.get_operations()]
+    assert "FusedBatchNormGrad" in types
+    assert "ZerosLike" not in types
+    zeros = [
+        op
+        for op in graph.get_operations()
+        if op.type == "Const" and not any(t.consumers() for t in op.outputs)
+    ]
+    assert not zeros
+
+
+def test_bfloat16_inputs_match_float32_in_training():
+    x = _input()
+    fused, _ = _pair(affine=True)
+    half = FusedBatchNormalization(dtype="mixed_bfloat16", **KWARGS)
+    half.build(SHAPE)
+    half.set_weights(fused.get_weights())
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        y32 = fused(x, training=True)
+        y16 = half(x, training=True)
+        loss32 = tf.reduce_sum(y32 * tf.sin(x))
+        loss16 = tf.reduce_sum(tf.cast(y16, tf.float32) * tf.sin(x))
+    assert y16.dtype == tf.bfloat16
+    np.testing.assert_allclose(
+        tf.cast(y16, tf.float32).numpy(), y32.numpy(), atol=0.05
+    )
+    g16 = tape.gradient(loss16, half.gamma)
+    g32 = tape.gradient(loss32, fused.gamma)
+    np.testing.assert_allclose(g16.numpy(), g32.numpy(), rtol=0.05, atol=0.5)
+    np.testing.assert_allclose(
+        half.moving_mean.numpy(), fused.moving_mean.numpy(), atol=0.05
+    )
