@@ -8,7 +8,7 @@ Reference:
 import keras
 from keras import ops
 
-from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
+from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
 from snas_tf.ops import factorized_reduce, relu_conv_bn
 from snas_tf.search_space import PRIMITIVES, SearchSpace

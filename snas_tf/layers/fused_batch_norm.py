@@ -15,8 +15,6 @@ import keras
 import tensorflow as tf
 
 from snas_tf.layers import trace_flags
-from snas_tf.layers.host_glorot_uniform import HostGlorotUniform
-from snas_tf.layers.slice_cropping import SliceCropping2D
 
 
 def recomputing():
@@ -118,29 +116,3 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 tf.cast(variance, self.moving_variance.dtype)
             )
         return outputs
-
-
-class _SearchLayers:
-    """`keras.layers` with BatchNormalization swapped for the fused one,
-    Cropping2D for one with a cheap gradient, and convolution kernels
-    initialised on the host (the same Glorot-uniform distribution)."""
-
-    BatchNormalization = FusedBatchNormalization
-    Cropping2D = SliceCropping2D
-
-    @staticmethod
-    def Conv2D(*args, **kwargs):  # noqa: N802 (stands in for the class)
-        kwargs.setdefault("kernel_initializer", HostGlorotUniform())
-        return keras.layers.Conv2D(*args, **kwargs)
-
-    @staticmethod
-    def DepthwiseConv2D(*args, **kwargs):  # noqa: N802
-        kwargs.setdefault("depthwise_initializer", HostGlorotUniform())
-        return keras.layers.DepthwiseConv2D(*args, **kwargs)
-
-    def __getattr__(self, name):
-        return getattr(keras.layers, name)
-
-
-# The layers namespace the search supernet builds its ops from.
-SEARCH_LAYERS = _SearchLayers()

@@ -38,8 +38,8 @@ class HostGlorotUniform(keras.initializers.Initializer):
         fan_in = (shape[-2] if len(shape) > 1 else shape[0]) * receptive
         fan_out = shape[-1] * receptive
         limit = math.sqrt(6.0 / max(1.0, fan_in + fan_out))
-        rng = np.random if self.seed is None else np.random.default_rng(
-            self.seed
+        rng = (
+            np.random if self.seed is None else np.random.default_rng(self.seed)
         )
         values = rng.uniform(-limit, limit, size=shape)
         return ops.convert_to_tensor(values, dtype=dtype or "float32")

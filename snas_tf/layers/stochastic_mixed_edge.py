@@ -10,7 +10,7 @@ import tensorflow as tf
 from keras import ops
 
 from snas_tf.layers import trace_flags
-from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
+from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.ops import build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
 

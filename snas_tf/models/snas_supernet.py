@@ -15,8 +15,9 @@ from keras import ops
 from snas_tf import resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
 from snas_tf.layers import gumbel_softmax
-from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS, recomputing
+from snas_tf.layers.fused_batch_norm import recomputing
 from snas_tf.layers.replica_seed import replica_uniform
+from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.layers.stochastic_mixed_edge import built_by_mixing
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD

@@ -6,10 +6,7 @@ import pytest
 import tensorflow as tf
 from testing_utils import assert_config_round_trip, assert_keras_file_round_trip
 
-from snas_tf.layers.fused_batch_norm import (
-    SEARCH_LAYERS,
-    FusedBatchNormalization,
-)
+from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
 
 SHAPE = (2, 8, 8, 4)
 # PyTorch-style settings, as the ops build them (SNAS.md §1).
@@ -143,14 +140,6 @@ def test_output_scale_equals_scaling_the_output(affine, training):
     for got, expected in zip(*results, strict=True):
         np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
     assert abs(float(results[0][2])) > 1e-3
-
-
-def test_search_layers_swap_batch_normalization_and_pass_others_through():
-    assert SEARCH_LAYERS.BatchNormalization is FusedBatchNormalization
-    assert SEARCH_LAYERS.MaxPooling2D is keras.layers.MaxPooling2D
-    # Convolutions stay built-in layers (their kernels are drawn on the
-    # host: host_glorot_uniform_test.py).
-    assert type(SEARCH_LAYERS.Conv2D(4, 1)) is keras.layers.Conv2D
 
 
 def test_config_round_trip():

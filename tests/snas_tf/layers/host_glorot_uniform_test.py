@@ -2,7 +2,6 @@ import keras
 import numpy as np
 import pytest
 
-from snas_tf.layers.fused_batch_norm import SEARCH_LAYERS
 from snas_tf.layers.host_glorot_uniform import HostGlorotUniform
 
 
@@ -57,13 +56,3 @@ def test_config_round_trip():
         keras.initializers.serialize(initializer)
     )
     assert isinstance(clone, HostGlorotUniform) and clone.seed == 7
-
-
-def test_search_layers_draw_conv_kernels_on_the_host():
-    conv = SEARCH_LAYERS.Conv2D(4, 1, use_bias=False)
-    depthwise = SEARCH_LAYERS.DepthwiseConv2D(3, use_bias=False)
-    assert isinstance(conv.kernel_initializer, HostGlorotUniform)
-    assert isinstance(depthwise.depthwise_initializer, HostGlorotUniform)
-    # An explicit initializer still wins.
-    zeros = SEARCH_LAYERS.Conv2D(4, 1, kernel_initializer="zeros")
-    assert not isinstance(zeros.kernel_initializer, HostGlorotUniform)
