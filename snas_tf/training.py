@@ -73,10 +73,8 @@ def apply_update(optimizer, grads, variables, clipnorm, weight_decay):
     if weight_decay:
         # Scaled like the loss, so the replicas' sum counts it once. One
         # constant per dtype, not one per variable: a smaller graph.
-        decay = {}
-        for v in variables:
-            if v.dtype not in decay:
-                decay[v.dtype] = tf.constant(per_replica(weight_decay), v.dtype)
+        dtypes = {v.dtype for v in variables}
+        decay = {d: tf.constant(per_replica(weight_decay), d) for d in dtypes}
         grads = [
             g + decay[v.dtype] * v
             for g, v in zip(grads, variables, strict=True)

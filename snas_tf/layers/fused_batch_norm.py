@@ -70,18 +70,17 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
                 return outputs
             return tf.cast(output_scale, outputs.dtype) * outputs
         channels = inputs.shape[-1]
-        scale = self.gamma if self.scale else None
-        if output_scale is not None:
+        if output_scale is None:
+            scale = self.gamma if self.scale else tf.ones((channels,))
+        else:
             # Z_k * BN(x) = BN(x) with scale gamma * Z_k (and offset
             # beta * Z_k when centred). Fill's gradient is one sum; a
             # broadcasting multiply's is six ops.
             output_scale = tf.cast(output_scale, "float32")
             if self.scale:
-                scale = tf.cast(scale, "float32") * output_scale
+                scale = tf.cast(self.gamma, "float32") * output_scale
             else:
                 scale = tf.fill((channels,), output_scale)
-        elif scale is None:
-            scale = tf.ones((channels,))
         offset = self.beta if self.center else tf.zeros((channels,))
         if output_scale is not None and self.center:
             offset = tf.cast(offset, "float32") * output_scale

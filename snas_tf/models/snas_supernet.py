@@ -293,8 +293,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
             )
             self.forward(x, ArchSample(z, z), training=False)
         if getattr(self, "compiled", False):
-            with _short_variable_names():
-                self._build_training_state()
+            self._build_training_state()
 
     def _cost_tables(self, size):
         """Per-cell resource cost tables, keyed by cell type (None if H is
@@ -498,7 +497,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         step. With the model built before `fit`, nothing is created inside
         the traced steps.
         """
-        with tf.init_scope():
+        with tf.init_scope(), _short_variable_names():
             if not self.optimizer.built:
                 self.optimizer.build(self.weight_variables)
             y = ops.zeros((1,), dtype="int32")
