@@ -28,7 +28,9 @@ class ModelConfig:
         primitives: candidate operations, in logit-column order.
         stem_multiplier: stem channels = stem_multiplier * C.
         recompute: recompute each cell's op outputs in the backward pass
-            instead of keeping them (less memory, a slower step).
+            instead of keeping them (less memory, a slower step): true for
+            every cell, a number N for the first N cells (the ones that
+            hold the most memory).
     """
 
     channels: int = 16
@@ -36,7 +38,7 @@ class ModelConfig:
     num_nodes: int = 4
     primitives: tuple = PRIMITIVES
     stem_multiplier: int = 3
-    recompute: bool = False
+    recompute: bool | int = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -286,12 +288,17 @@ _POSITIVE = frozenset(
 
 def _check_value(value, annotation, key):
     """Returns `value` converted to `annotation`, or raises naming `key`."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
         options = typing.get_args(annotation)
         if value is None and type(None) in options:
             return None
-        annotation = next(a for a in options if a is not type(None))
+        for option in options:
+            try:
+                return _check_value(value, option, key)
+            except ValueError:
+                pass
+        names = ("null" if a is type(None) else a.__name__ for a in options)
+        raise _type_error(key, " or ".join(names), value)
     # bool is an int subclass, but True is no valid int or float here.
     is_bool = isinstance(value, bool)
     if annotation is tuple and isinstance(value, (list, tuple)):
@@ -306,9 +313,12 @@ def _check_value(value, annotation, key):
             pass
     if isinstance(value, annotation) and (annotation is bool or not is_bool):
         return value
-    name = getattr(annotation, "__name__", str(annotation))
-    raise ValueError(
-        f"Config key {key!r} expects {name}, got {value!r} "
+    raise _type_error(key, getattr(annotation, "__name__", annotation), value)
+
+
+def _type_error(key, expected, value):
+    return ValueError(
+        f"Config key {key!r} expects {expected}, got {value!r} "
         f"({type(value).__name__})."
     )
 
