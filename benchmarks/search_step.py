@@ -47,8 +47,13 @@ def add_model_flags(parser):
     )
     parser.add_argument(
         "--recompute",
-        action="store_true",
-        help="tf.recompute_grad per cell (less memory, more compute).",
+        nargs="?",
+        type=int,
+        const=True,
+        default=False,
+        metavar="N",
+        help="tf.recompute_grad per cell (less memory, more compute); "
+        "with N, for the first N cells only (model.recompute).",
     )
 
 

@@ -114,3 +114,10 @@ def test_a_float_written_without_a_dot_is_a_float():
     assert config.search.weight_decay == pytest.approx(3e-4)
     with pytest.raises(ValueError, match="'lots'"):
         load_config([], ["search.weight_decay=lots"])
+
+
+def test_recompute_takes_a_flag_or_a_number_of_cells():
+    assert load_config([], ["model.recompute=true"]).model.recompute is True
+    assert load_config([], ["model.recompute=2"]).model.recompute == 2
+    with pytest.raises(ValueError, match="expects bool or int, got 'some'"):
+        load_config([], ["model.recompute=some"])

@@ -383,7 +383,7 @@ def test_recompute_gives_the_same_training_step():
     # (the recomputed BatchNorms must not update them a second time).
     x, y = tiny_data(n=4)
     results = []
-    for recompute in (False, True):
+    for recompute in (False, True, 1):
         model = tiny_supernet(num_cells=2, recompute=recompute)
         _plain_compile(model, lr=0.1, arch_lr=0.1)
         model.build(x.shape)
@@ -392,11 +392,44 @@ def test_recompute_gives_the_same_training_step():
         start = [np.array(w) for w in model.get_weights()]
         model.fit(x, y, batch_size=4, epochs=2, verbose=0, shuffle=False)
         results.append((start, model.get_weights()))
-    (start, plain), (_, recomputed) = results
+    (start, plain), *recomputed = results
     moved = max(
         float(np.max(np.abs(a - b))) for a, b in zip(plain, start, strict=True)
     )
     assert moved > 1e-3
-    for a, b in zip(plain, recomputed, strict=True):
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
+    for _, weights in recomputed:
+        for a, b in zip(plain, weights, strict=True):
+            np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert tiny_supernet(recompute=True).get_config()["recompute"] is True
+    assert tiny_supernet(recompute=1).get_config()["recompute"] == 1
+
+
+@pytest.mark.parametrize("recompute, expected", [(False, 0), (1, 1), (True, 2)])
+def test_recompute_wraps_the_first_cells_in_training_only(
+    monkeypatch, recompute, expected
+):
+    # An int recomputes the leading cells (highest resolution: the most
+    # memory); True every cell; inference and argmax mode none.
+    from snas_tf.models import snas_supernet
+
+    wrapped = []
+    original = snas_supernet._recomputed
+
+    def spy(cell):
+        wrapped.append(cell)
+        return original(cell)
+
+    monkeypatch.setattr(snas_supernet, "_recomputed", spy)
+    model = tiny_supernet(num_cells=2, recompute=recompute)
+    x, _ = tiny_data()
+    model(x, training=True)
+    assert wrapped == model.cells[:expected]
+    model(x, training=False)
+    model(x, training=True, arch_mode="argmax")
+    assert len(wrapped) == expected
+
+
+@pytest.mark.parametrize("recompute", [3, -1, 1.5, "all"])
+def test_bad_recompute_names_the_value_and_the_choices(recompute):
+    with pytest.raises(ValueError, match=f"num_cells=2, got {recompute!r}"):
+        tiny_supernet(num_cells=2, recompute=recompute)
