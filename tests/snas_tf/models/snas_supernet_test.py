@@ -13,6 +13,7 @@ from testing_utils import (
 )
 
 from snas_tf import resource_cost, training
+from snas_tf.models import snas_supernet
 from snas_tf.models.snas_supernet import SNASSupernet
 
 
@@ -410,8 +411,6 @@ def test_recompute_wraps_the_first_cells_in_training_only(
 ):
     # An int recomputes the leading cells (highest resolution: the most
     # memory); True every cell; inference and argmax mode none.
-    from snas_tf.models import snas_supernet
-
     wrapped = []
     original = snas_supernet._recomputed
 
