@@ -234,10 +234,6 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         self.penalty_strength = float(penalty_strength)
         self.seed = int(seed)
         self.recompute = recompute
-        # How many leading cells run under tf.recompute_grad in training.
-        self._recomputed_cells = (
-            num_cells if recompute is True else int(recompute)
-        )
         self._build_network()
         shape = (self.search_space.num_edges, self.search_space.num_ops)
         init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed)
@@ -391,12 +387,16 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
     def forward(self, inputs, sample: ArchSample, training=None):
         """Logits of the network for given op weights."""
         s0 = s1 = self.stem_bn(self.stem_conv(inputs), training=training)
+        # How many leading cells run under tf.recompute_grad in training.
+        recomputed = (
+            len(self.cells) if self.recompute is True else self.recompute
+        )
         for i, cell in enumerate(self.cells):
             if cell.reduction:
                 z, index = sample.reduce, sample.reduce_index
             else:
                 z, index = sample.normal, sample.normal_index
-            if i < self._recomputed_cells and training and index is None:
+            if i < recomputed and training and index is None:
                 s0, s1 = s1, _recomputed(cell)(s0, s1, z)
             else:
                 s0, s1 = s1, cell(s0, s1, z, index, training=training)
