@@ -216,8 +216,10 @@ def peak_rss_gb() -> float:
 def import_tensorflow(intra, inter):
     """Imports TensorFlow with the thread pools set before any op runs."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    # As `import snas_tf` does, before TensorFlow is imported.
-    os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
+    # snas_tf's TensorFlow environment defaults, before TensorFlow starts.
+    import snas_tf  # noqa: F401
+
+    # isort: split
     import tensorflow as tf
 
     # STACK-NOTES: intra 1 / inter 2 was fastest here for these graphs.

@@ -13,4 +13,11 @@ import os
 # before TensorFlow is imported; an explicit user setting wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
+# On CPUs without AVX-512 (AVX2 here) TensorFlow's oneDNN convolution filter
+# gradients build a new oneDNN primitive on every call unless this is off.
+# Off, they are cached: the small search setting about 6% faster a step,
+# the paper setting 1-5%, peak RSS unchanged (benchmarks/README.md). Read
+# when the first convolution runs.
+os.environ.setdefault("TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE", "0")
+
 __version__ = "0.1.0"

@@ -7,10 +7,13 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-# As `import snas_tf` does; here TF is imported before snas_tf.
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
-
 import pytest  # noqa: E402
+
+# snas_tf's TensorFlow environment defaults (oneDNN on, its primitives
+# cached), before TensorFlow is imported.
+import snas_tf  # noqa: E402, F401
+
+# isort: split
 import tensorflow as tf  # noqa: E402
 
 _cpus = tf.config.list_physical_devices("CPU")

@@ -9,9 +9,8 @@ Run by `tests/trainers/multi_worker_test.py`, never imported by it.
 import os
 import sys
 
-# As tests/conftest.py and `import snas_tf` do, before TensorFlow starts.
+# Before TensorFlow starts; importing snas_tf (below) sets its own defaults.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 from snas_tf.config import RetrainConfig, load_config  # noqa: E402
 from snas_tf.trainers.retrain import run_retrain  # noqa: E402
