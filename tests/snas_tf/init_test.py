@@ -1,4 +1,5 @@
-"""`import snas_tf` sets TensorFlow's environment defaults, and only those."""
+"""`import snas_tf` sets TensorFlow's environment defaults before TensorFlow
+is imported; a user's own values win."""
 
 import json
 import os
