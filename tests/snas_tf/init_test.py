@@ -17,13 +17,17 @@ DEFAULTS = {
 def _environment_after_import(**preset):
     env = {k: v for k, v in os.environ.items() if k not in DEFAULTS}
     env.update(preset)
+    # A fresh interpreter: prints the named variables after the import.
     code = (
-        "import json, os, sys; assert 'tensorflow' not in sys.modules; "
-        "import snas_tf; assert 'tensorflow' not in sys.modules; "
-        f"print(json.dumps({{k: os.environ.get(k) for k in {list(DEFAULTS)}}}))"
+        "import json, os, sys; import snas_tf; "
+        "assert 'tensorflow' not in sys.modules; "
+        "print(json.dumps({k: os.environ.get(k) for k in sys.argv[1:]}))"
     )
     out = subprocess.run(
-        [sys.executable, "-c", code], env=env, capture_output=True, text=True
+        [sys.executable, "-c", code, *DEFAULTS],
+        env=env,
+        capture_output=True,
+        text=True,
     )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout)
