@@ -1,0 +1,165 @@
+"""A 5x5 `DepthwiseConv2D` whose filter gradient runs on fast kernels.
+
+oneDNN's depthwise kernel computes filter gradients for filters up to 3
+wide only; TensorFlow hands a 5x5 one to oneDNN's generic convolution
+kernel, up to 2.4x slower per multiply-add than a 3x3 one on this CPU. In
+the search supernet (`sep_conv_5x5` twice, `dil_conv_5x5` once per edge)
+5x5 filter gradients were a fifth of a step at the paper setting
+(profiled, `benchmarks/README.md`).
+
+The gradient is computed by splitting the width into even and odd
+columns ("phases"). For channels-last data, reshaping `(N, H, W, C)` to
+`(N, H, W / 2, 2C)` is free and puts column `2w + p` of channel `c` at
+column `w`, channel `p * C + c`. A 5-wide filter tap at an even offset
+(-2, 0, 2) pairs an output column with an input column of its own phase,
+one phase column apart: in phase space it is a 5x3 depthwise filter. The
+taps at odd offsets (-1, 1) pair each output phase with the other input
+phase; shifting the input by one column first (one padding or slice
+copy) makes them a 5x2 depthwise filter in phase space. Both run on the
+depthwise kernel, and the two filter gradients, summed over the phases,
+are the 5x5 one: the same sums in another order.
+
+Measured (`benchmarks/README.md`): the 5x5 filter gradient alone 37-72%
+faster at the supernet's shapes; a search step about 8% faster at both
+benchmark settings; peak RSS +0.1-0.2 GB; the traced step 19% more ops.
+
+Only the search supernet uses it: the derived child keeps the built-in
+layer for every export toolchain.
+"""
+
+import keras
+import tensorflow as tf
+
+_STRIDES = [1, 1, 1, 1]
+# Filter columns that the phase-space filter columns stand for.
+_EVEN_TAPS = 3  # offsets -2, 0, 2: columns 0, 2, 4
+_ODD_TAPS = 2  # offsets -1, 1: columns 1, 3
+# Columns of concat([even taps, odd taps]) in filter order 0..4.
+_TAP_ORDER = [0, 3, 1, 4, 2]
+
+
+def phase_split_applies(input_shape, kernel_shape) -> bool:
+    """Whether `depthwise_conv5` takes the phase-split gradient: a 5x5
+    filter with depth multiplier 1 and an even, known input width."""
+    width = input_shape[2]
+    return (
+        tuple(kernel_shape[:2]) == (5, 5)
+        and kernel_shape[3] == 1
+        and width is not None
+        and width % 2 == 0
+    )
+
+
+def _depthwise_filter_grad(x, filter_shape, dy, padding):
+    return tf.raw_ops.DepthwiseConv2dNativeBackpropFilter(
+        input=x,
+        filter_sizes=filter_shape,
+        out_backprop=dy,
+        strides=_STRIDES,
+        padding=padding,
+    )
+
+
+def _to_phases(x):
+    _, h, w, c = x.shape
+    return tf.reshape(x, (-1, h, w // 2, 2 * c))
+
+
+def phase_split_filter_grad(x, dy, padding):
+    """Filter gradient of a stride-1 5x5 depthwise convolution.
+
+    Args:
+        x: (N, H, W, C) input of the convolution, W even.
+        dy: gradient of its (N, H', W', C) output.
+        padding: "SAME" or "VALID".
+
+    Returns:
+        (5, 5, C, 1), equal to `DepthwiseConv2dNativeBackpropFilter` up to
+        float rounding.
+    """
+    channels = x.shape[-1]
+    dy_phases = _to_phases(dy)
+    even = _depthwise_filter_grad(
+        _to_phases(x), [5, _EVEN_TAPS, 2 * channels, 1], dy_phases, padding
+    )
+    # Shifted one column: output column 2w + p meets input columns
+    # 2w + p - 1 and 2w + p + 1 at phase-space columns w and w + 1. The
+    # copy waits for dy: made as soon as x exists, every layer's copy would
+    # live from the forward pass to its backward (+0.75 GB at the paper
+    # setting, measured).
+    with tf.control_dependencies([dy]):
+        if padding == "SAME":
+            shifted = tf.pad(x, [[0, 0], [2, 2], [1, 1], [0, 0]])
+        else:
+            shifted = x[:, :, 1:-1, :]
+    odd = _depthwise_filter_grad(
+        _to_phases(shifted),
+        [5, _ODD_TAPS, 2 * channels, 1],
+        dy_phases,
+        "VALID",
+    )
+    # (5, 5, 2C, 1) -> (5, 5, C, 1): a filter tap serves both phases.
+    taps = tf.reshape(tf.concat([even, odd], axis=1), (5, 5, 2, channels, 1))
+    return tf.gather(tf.reduce_sum(taps, axis=2), _TAP_ORDER, axis=1)
+
+
+def depthwise_conv5(x, kernel, padding):
+    """Stride-1, undilated depthwise convolution with a 5x5 `kernel`
+    ((5, 5, C, 1)) whose filter gradient is `phase_split_filter_grad`
+    when `phase_split_applies`; TensorFlow's own op otherwise."""
+
+    def forward(x, kernel):
+        return tf.raw_ops.DepthwiseConv2dNative(
+            input=x, filter=kernel, strides=_STRIDES, padding=padding
+        )
+
+    if not phase_split_applies(x.shape, kernel.shape):
+        return forward(x, kernel)
+
+    @tf.custom_gradient
+    def conv(x, kernel):
+        def grad(dy):
+            dx = tf.raw_ops.DepthwiseConv2dNativeBackpropInput(
+                input_sizes=tf.shape(x),
+                filter=kernel,
+                out_backprop=dy,
+                strides=_STRIDES,
+                padding=padding,
+            )
+            return dx, phase_split_filter_grad(x, dy, padding)
+
+        return forward(x, kernel), grad
+
+    return conv(x, kernel)
+
+
+@keras.saving.register_keras_serializable(package="snas_tf")
+class PhaseSplitDepthwiseConv2D(keras.layers.DepthwiseConv2D):
+    """`keras.layers.DepthwiseConv2D` with a faster 5x5 filter gradient.
+
+    Same arguments, variables and config as the built-in layer; the output
+    and gradients are equal up to float rounding. A stride-1, channels-last,
+    float32 5x5 convolution (dilated ones too: TensorFlow computes those on
+    a space-to-batch of the input, as here) takes `depthwise_conv5`;
+    anything else the built-in computation.
+    """
+
+    def call(self, inputs):
+        if (
+            tuple(self.kernel_size) != (5, 5)
+            or tuple(self.strides) != (1, 1)
+            or self.data_format != "channels_last"
+            or self.use_bias
+            or self.activation not in (None, keras.activations.linear)
+            or inputs.dtype != tf.float32
+            or self.compute_dtype != "float32"
+        ):
+            return super().call(inputs)
+        kernel = tf.convert_to_tensor(self.kernel)
+        return tf.nn.with_space_to_batch(
+            inputs,
+            dilation_rate=list(self.dilation_rate),
+            padding=self.padding.upper(),
+            op=lambda x, _, padding: depthwise_conv5(x, kernel, padding),
+            filter_shape=[5, 5],
+        )
