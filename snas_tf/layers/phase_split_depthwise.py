@@ -39,7 +39,7 @@ _TAP_ORDER = [0, 3, 1, 4, 2]
 
 
 def phase_split_applies(input_shape, kernel_shape) -> bool:
-    """Whether `depthwise_conv5` takes the phase-split gradient: a 5x5
+    """Whether `depthwise_conv` takes the phase-split gradient: a 5x5
     filter with depth multiplier 1 and an even, known input width."""
     width = input_shape[2]
     return (
@@ -103,9 +103,9 @@ def phase_split_filter_grad(x, dy, padding):
     return tf.gather(tf.reduce_sum(taps, axis=2), _TAP_ORDER, axis=1)
 
 
-def depthwise_conv5(x, kernel, padding):
-    """Stride-1, undilated depthwise convolution with a 5x5 `kernel`
-    ((5, 5, C, 1)) whose filter gradient is `phase_split_filter_grad`
+def depthwise_conv(x, kernel, padding):
+    """Stride-1, undilated depthwise convolution of `x` with `kernel`
+    ((kh, kw, C, M)) whose filter gradient is `phase_split_filter_grad`
     when `phase_split_applies`; TensorFlow's own op otherwise."""
 
     def forward(x, kernel):
@@ -138,20 +138,19 @@ class PhaseSplitDepthwiseConv2D(keras.layers.DepthwiseConv2D):
     """`keras.layers.DepthwiseConv2D` with a faster 5x5 filter gradient.
 
     Same arguments, variables and config as the built-in layer; the output
-    and gradients are equal up to float rounding. A stride-1, channels-last,
-    float32 5x5 convolution (dilated ones too: TensorFlow computes those on
-    a space-to-batch of the input, as here) takes `depthwise_conv5`;
+    and gradients are equal up to float rounding. A stride-1, channels-last
+    float32 convolution without bias or activation runs `depthwise_conv`
+    (dilated ones on a space-to-batch of the input, as TensorFlow's own
+    depthwise convolution does), which splits the 5x5 filter gradients;
     anything else the built-in computation.
     """
 
     def call(self, inputs):
         if (
-            tuple(self.kernel_size) != (5, 5)
-            or tuple(self.strides) != (1, 1)
+            tuple(self.strides) != (1, 1)
             or self.data_format != "channels_last"
             or self.use_bias
-            or self.activation not in (None, keras.activations.linear)
-            or inputs.dtype != tf.float32
+            or self.activation is not keras.activations.linear
             or self.compute_dtype != "float32"
         ):
             return super().call(inputs)
@@ -160,6 +159,6 @@ class PhaseSplitDepthwiseConv2D(keras.layers.DepthwiseConv2D):
             inputs,
             dilation_rate=list(self.dilation_rate),
             padding=self.padding.upper(),
-            op=lambda x, _, padding: depthwise_conv5(x, kernel, padding),
-            filter_shape=[5, 5],
+            op=lambda x, _, padding: depthwise_conv(x, kernel, padding),
+            filter_shape=list(self.kernel_size),
         )
