@@ -10,7 +10,7 @@ from keras import ops
 
 from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
-from snas_tf.ops import factorized_reduce, relu_conv_bn
+from snas_tf.ops import SharedPrefixes, factorized_reduce, relu_conv_bn
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
 
@@ -105,23 +105,23 @@ class SearchCell(keras.layers.Layer):
         # One unstack (its gradient is one stack) instead of a strided
         # slice per edge, whose gradients are full-size tensors to sum.
         rows = ops.unstack(z, num=len(edges), axis=0)
-        # ReLU of each node, computed once for all the ops of all the edges
-        # leaving it (mixing mode; argmax mode runs one op per edge).
-        activated = {}
+        # ReLU and the poolings of each node, computed once for all the ops
+        # of all the edges leaving it (mixing mode; argmax mode runs one op
+        # per edge). All edges leaving a node have the same stride.
+        prefixes = {}
         for node in range(self.search_space.num_nodes):
             total = None
             for e in edges:
                 if e.node != node:
                     continue
-                edge = self.edges[e.index]
-                x, i, a = states[e.source], None, None
+                x, i, p = states[e.source], None, None
                 if index is not None:
                     i = index[e.index]
-                elif edge.has_relu_first:
-                    if e.source not in activated:
-                        activated[e.source] = ops.relu(x)
-                    a = activated[e.source]
-                out = edge(x, rows[e.index], i, a)
+                else:
+                    if e.source not in prefixes:
+                        prefixes[e.source] = SharedPrefixes(x)
+                    p = prefixes[e.source]
+                out = self.edges[e.index](x, rows[e.index], i, prefixes=p)
                 total = out if total is None else total + out
             states.append(total)
         return ops.concatenate(states[2:], axis=-1)

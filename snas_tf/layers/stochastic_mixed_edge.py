@@ -11,7 +11,7 @@ from keras import ops
 
 from snas_tf.layers import trace_flags
 from snas_tf.layers.search_layers import SEARCH_LAYERS
-from snas_tf.ops import build_op
+from snas_tf.ops import SharedPrefixes, build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
 
 
@@ -45,9 +45,11 @@ class StochasticMixedEdge(keras.layers.Layer):
         z: (num_ops,) op weights, the edge's row of the cell type's Z.
         index: optional int scalar tensor; when given, the output is the
             output of op `index` alone and `z` is ignored.
-        activated: optional ReLU(x), shared by the ops that start with a
-            ReLU (mixing mode; computed here once when not given). A cell
-            passes it so that all edges leaving one node share it.
+        prefixes: optional `snas_tf.ops.SharedPrefixes` of `x` (mixing
+            mode): the ops' shared leading layers (ReLU(x), the pooling of
+            x, ...) computed once for all ops of the edge; made here when
+            not given. A cell passes one per node, so that all the edges
+            leaving a node share them.
 
     Example:
 
@@ -82,10 +84,6 @@ class StochasticMixedEdge(keras.layers.Layer):
             )
             for p in self.primitives
         ]
-        # Whether any op starts with a ReLU of the edge input.
-        self.has_relu_first = any(
-            op is not None and op.relu_first for op in self._ops
-        )
         # Tracked list of every sub-layer, so weights are found and saved.
         self.op_layers = [
             layer for op in self._ops if op is not None for layer in op.layers
@@ -110,7 +108,7 @@ class StochasticMixedEdge(keras.layers.Layer):
             x = x[:, :: self.stride, :: self.stride, :]
         return ops.zeros_like(x)
 
-    def call(self, x, z, index=None, activated=None):
+    def call(self, x, z, index=None, prefixes=None):
         if index is not None:
             branches = [
                 (lambda x, op=op: op(x)) if op is not None else self._zeros
@@ -120,15 +118,15 @@ class StochasticMixedEdge(keras.layers.Layer):
         out = None
         # One unstack, not a strided slice (and its gradient) per op.
         weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
-        if activated is None and self.has_relu_first:
+        if prefixes is None:
             # One ReLU (and one ReLU gradient) for the edge, not one per
             # op: fewer ops to trace (TF's runtime merges identical ones).
-            activated = ops.relu(x)
+            prefixes = SharedPrefixes(x)
         for k, op in enumerate(self._ops):
             if op is None:
                 continue
             # Folded into the op's final BatchNorm where it has one.
-            term = op(x, weights[k], activated)
+            term = op(x, weights[k], prefixes)
             out = term if out is None else out + term
         return self._zeros(x) if out is None else out
 

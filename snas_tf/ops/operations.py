@@ -30,21 +30,33 @@ class Op:
             as `"relu_conv_bn"`); kept as `self.primitive`.
         layers: its layers in creation order (for weight tracking), kept as
             `self.layers`; the last one is applied last.
-        body: optional `body(x)` computing the op up to its last layer
-            (default: the other layers in order). With `relu_first` it
-            receives ReLU(x).
-        relu_first: whether the first layer is a ReLU of the input, which
-            a caller may compute once for several ops (`activated`); kept
-            as `self.relu_first`.
+        body: optional `body(x)` computing the op from the output of its
+            shared layers (below) up to its last layer (default: the other
+            layers in order).
+        shared: one key per leading layer that holds no weights and depends
+            only on its input (a ReLU, a pooling, a subsampling), naming
+            what it computes: `("relu",)`, `("max_pool_3x3/s1",)`. Ops on
+            one input with the same leading keys compute the same tensors,
+            which a caller computes once for all of them
+            (`SharedPrefixes`); kept as `self.shared`.
+
+    Raises:
+        ValueError: if every layer would be shared (the last one is the
+            op's own).
     """
 
-    def __init__(self, primitive, layers, body=None, relu_first=False):
+    def __init__(self, primitive, layers, body=None, shared=()):
         self.primitive = primitive
         self.layers = list(layers)
         self._body = body
-        self.relu_first = bool(relu_first)
+        self.shared = tuple(shared)
+        if self.shared and len(self.shared) >= len(self.layers):
+            raise ValueError(
+                f"Op {primitive!r} shares {len(self.shared)} of its "
+                f"{len(self.layers)} layers; its last layer must be its own."
+            )
 
-    def __call__(self, x, weight=None, activated=None):
+    def __call__(self, x, weight=None, prefixes=None):
         """The op's output, times the scalar `weight` if given.
 
         On an op whose final layer takes an `output_scale` (the search
@@ -52,20 +64,23 @@ class Op:
         that layer: the same value, without a separate multiply of the
         whole output and its two gradient ops.
 
-        `activated`, when given, is ReLU(x), used instead of the op's own
-        first ReLU (`relu_first` ops only): a search cell computes it once
-        per node for all the ops of all the edges leaving that node.
+        `prefixes`, when given, is the `SharedPrefixes` of `x`: the op
+        takes the output of its shared leading layers from it instead of
+        applying them (a search cell shares them among all the ops of all
+        the edges leaving one node).
         """
         if not self.layers:
             return x if weight is None else weight * x
-        layers = self.layers
-        if self.relu_first:
-            x = layers[0](x) if activated is None else activated
-            layers = layers[1:]
+        n = len(self.shared)
+        if prefixes is not None and n:
+            x = prefixes(self)
+        else:
+            for layer in self.layers[:n]:
+                x = layer(x)
         if self._body is not None:
             x = self._body(x)
         else:
-            for layer in layers[:-1]:
+            for layer in self.layers[n:-1]:
                 x = layer(x)
         last = self.layers[-1]
         if weight is None:
@@ -77,6 +92,36 @@ class Op:
     @property
     def is_identity(self) -> bool:
         return not self.layers
+
+
+class SharedPrefixes:
+    """The outputs of ops' shared leading layers on one input, each
+    computed once.
+
+    Several ops applied to the same tensor often start with the same
+    weightless layers: every conv op with ReLU(x), both pool ops of every
+    edge leaving a node with the same pooling of x (the BatchNorm after
+    it is each op's own). Called with an `Op`, returns the output of its
+    `shared` layers on `x`, computing (with that op's layers) only the
+    keys not computed before: the same values, fewer kernels and fewer
+    gradients to sum.
+
+    Args:
+        x: the input shared by the ops.
+    """
+
+    def __init__(self, x):
+        self.x = x
+        self._outputs = {}
+
+    def __call__(self, op):
+        y = self.x
+        for depth in range(1, len(op.shared) + 1):
+            key = op.shared[:depth]
+            if key not in self._outputs:
+                self._outputs[key] = op.layers[depth - 1](y)
+            y = self._outputs[key]
+        return y
 
 
 def batch_norm(affine, name, layers=keras.layers):
@@ -117,7 +162,7 @@ def relu_conv_bn(
             ),
             batch_norm(affine, n("bn"), layers),
         ],
-        relu_first=True,
+        shared=("relu",),
     )
 
 
@@ -164,7 +209,7 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
         "skip_connect",
         [relu, sub_1, conv_1, shift, pad, sub_2, conv_2, concat, bn],
         body,
-        relu_first=True,
+        shared=("relu",),
     )
 
 
@@ -253,23 +298,30 @@ def build_op(
             else layers.AveragePooling2D
         )
         pool = pool_cls(3, strides=stride, padding="same", name=n("pool"))
-        return Op(primitive, [pool, batch_norm(affine, n("bn"), layers)])
+        # The pooling of one input is the same for every edge leaving it.
+        return Op(
+            primitive,
+            [pool, batch_norm(affine, n("bn"), layers)],
+            shared=(f"{primitive}/s{stride}",),
+        )
     if primitive == "skip_connect":
         if stride == 1:
             return Op(primitive, [])
         return factorized_reduce(channels, affine, name, layers)
-    builder = _sep_conv if primitive.startswith("sep") else _dil_conv
     kernel_size = int(primitive[-1])
-    return Op(
-        primitive,
-        builder(channels, kernel_size, stride, affine, n, layers),
-        relu_first=True,
-    )
+    if primitive.startswith("sep"):
+        op_layers = _sep_conv(channels, kernel_size, stride, affine, n, layers)
+        return Op(primitive, op_layers, shared=("relu",))
+    op_layers = _dil_conv(channels, kernel_size, stride, affine, n, layers)
+    # Both dilated convs of a stride-2 edge subsample the same ReLU(x).
+    shared = ("relu", "subsample/s2") if stride == 2 else ("relu",)
+    return Op(primitive, op_layers, shared=shared)
 
 
 __all__ = [
     "PRIMITIVES",
     "Op",
+    "SharedPrefixes",
     "batch_norm",
     "build_op",
     "factorized_reduce",

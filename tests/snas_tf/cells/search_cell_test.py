@@ -113,7 +113,9 @@ def test_argmax_mode_equals_one_hot_mix(reduction):
 
 
 @pytest.mark.parametrize("reduction", [False, True])
-def test_mixing_computes_one_relu_per_node_with_the_same_output(reduction):
+def test_mixing_shares_relu_and_pools_per_node_with_the_same_output(
+    reduction,
+):
     cell = _cell(reduction)
     s0, s1 = _states(seed=3)
     z = _z(seed=3)
@@ -139,6 +141,14 @@ def test_mixing_computes_one_relu_per_node_with_the_same_output(reduction):
     graph = tf.function(cell).get_concrete_function(s0, s1, z).graph
     relus = [op for op in graph.get_operations() if op.type == "Relu"]
     assert len(relus) == 2 + 3 + TINY_SPACE.num_edges
+    # One 3x3 max pool per node that edges leave, not one per edge (5);
+    # FactorizedReduce's 1x1 subsamplings are MaxPool ops too.
+    pools = [
+        op
+        for op in graph.get_operations()
+        if op.type == "MaxPool" and list(op.get_attr("ksize")) == [1, 3, 3, 1]
+    ]
+    assert len(pools) == 3
 
 
 @pytest.mark.parametrize("reduction", [False, True])

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snas_tf.ops import build_op, factorized_reduce
+from snas_tf.ops import Op, SharedPrefixes, build_op, factorized_reduce
 from snas_tf.search_space import PRIMITIVES
 
 C = 4
@@ -278,3 +278,56 @@ def test_tf_keras_twin_matches_keras_3_op(primitive, stride):
         assert type(layer).__name__ == type(twin_layer).__name__
         twin_layer.set_weights(layer.get_weights())
     np.testing.assert_allclose(twin(x), op(x), atol=1e-5)
+
+
+def _counting(layer, calls):
+    """Wraps `layer.call` to count its calls (a Keras layer's `__call__`
+    reaches it once per call)."""
+    call = layer.call
+
+    def counted(*args, **kwargs):
+        calls.append(layer.name)
+        return call(*args, **kwargs)
+
+    layer.call = counted
+
+
+@pytest.mark.parametrize(
+    "primitives, stride, expected_calls",
+    [
+        # The pools of two edges leaving one node: one pooling each.
+        (["max_pool_3x3", "max_pool_3x3", "avg_pool_3x3"], 1, 2),
+        # ReLU shared by all three; the subsampling by the dilated two.
+        (["sep_conv_3x3", "dil_conv_3x3", "dil_conv_5x5"], 2, 2),
+    ],
+)
+def test_shared_prefixes_compute_each_prefix_once_with_the_same_output(
+    primitives, stride, expected_calls
+):
+    ops_ = [build_op(p, C, stride=stride) for p in primitives]
+    x = _input(8, seed=4)
+    alone = [op(x) for op in ops_]
+    calls = []
+    for op in ops_:
+        for layer in op.layers[: len(op.shared)]:
+            _counting(layer, calls)
+    prefixes = SharedPrefixes(x)
+    for op, expected in zip(ops_, alone, strict=True):
+        np.testing.assert_allclose(op(x, prefixes=prefixes), expected)
+    assert len(calls) == expected_calls, calls
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("primitive", PRIMITIVES[1:])
+def test_shared_layers_hold_no_weights(primitive, stride):
+    # A layer with weights of its own must never stand in for another
+    # op's layer.
+    op = build_op(primitive, C, stride=stride)
+    op(_input(8))
+    for layer in op.layers[: len(op.shared)]:
+        assert not layer.weights, layer.name
+
+
+def test_op_must_keep_its_last_layer():
+    with pytest.raises(ValueError, match="shares 1 of its 1 layers"):
+        Op("max_pool_3x3", [keras.layers.MaxPooling2D(3)], shared=("max",))
