@@ -19,7 +19,7 @@ def _random(shape, seed):
 
 def _values_and_gradients(layer, x, dy):
     """Output, input gradient and kernel gradient in one traced step, and
-    the traced graph's filter-gradient op count."""
+    the traced graph's filter-gradient and input-gradient op counts."""
 
     @tf.function
     def step(x):
@@ -30,31 +30,39 @@ def _values_and_gradients(layer, x, dy):
         return (y, *tape.gradient(loss, [x, layer.kernel]))
 
     graph = step.get_concrete_function(x).graph
-    filter_grads = [
-        op
-        for op in graph.get_operations()
-        if op.type == "DepthwiseConv2dNativeBackpropFilter"
-    ]
-    return [t.numpy() for t in step(x)], len(filter_grads)
+    types = [op.type for op in graph.get_operations()]
+    counts = (
+        types.count("DepthwiseConv2dNativeBackpropFilter"),
+        types.count("DepthwiseConv2dNativeBackpropInput"),
+    )
+    return [t.numpy() for t in step(x)], counts
 
 
 @pytest.mark.parametrize(
-    "kwargs, width, phase_split",
+    "kwargs, width, phase_split, flipped",
     [
-        (dict(padding="same"), 8, True),
-        (dict(padding="valid"), 8, True),
-        # TensorFlow computes a dilated conv on a space-to-batch of the
-        # input; here 8 columns become 6 (VALID) or 8 (SAME) per phase.
-        (dict(padding="same", dilation_rate=2), 8, True),
-        (dict(padding="valid", dilation_rate=2), 12, True),
-        # Odd widths, 3x3 filters and strides take the built-in gradient.
-        (dict(padding="same"), 7, False),
-        (dict(padding="same", kernel_size=3), 8, False),
-        (dict(padding="same", strides=2), 8, False),
+        (dict(padding="same"), 8, True, True),
+        (dict(padding="valid"), 8, True, False),
+        # A dilated conv runs on a space-to-batch of the input: 8 columns
+        # become 4 per phase (SAME, padded only to a multiple of the
+        # rate) or 6 (VALID, as TensorFlow pads it).
+        (dict(padding="same", dilation_rate=2), 8, True, True),
+        (dict(padding="valid", dilation_rate=2), 12, True, False),
+        # 7 columns: padded to 8 in phase space and cropped after.
+        (dict(padding="same", dilation_rate=2, kernel_size=3), 7, False, True),
+        # 10 columns: 5 per phase, too odd for the phase split.
+        (dict(padding="same", dilation_rate=2), 10, False, True),
+        # Odd widths and 3x3 filters keep TensorFlow's filter gradient.
+        (dict(padding="same"), 7, False, True),
+        (dict(padding="same", kernel_size=3), 8, False, True),
+        # An even filter pads asymmetrically; strides take the built-in
+        # layer.
+        (dict(padding="same", kernel_size=4), 8, False, False),
+        (dict(padding="same", strides=2), 8, False, False),
     ],
 )
 def test_same_values_and_gradients_as_the_built_in_layer(
-    kwargs, width, phase_split
+    kwargs, width, phase_split, flipped
 ):
     kwargs = dict(dict(kernel_size=5, use_bias=False), **kwargs)
     shape = (2, 10, width, 4)
@@ -67,12 +75,14 @@ def test_same_values_and_gradients_as_the_built_in_layer(
     layers[1].set_weights(layers[0].get_weights())
     x = _random(shape, 0)
     dy = _random(layers[0].compute_output_shape(shape), 1)
-    (expected, _), (got, filter_grads) = (
+    (expected, _), (got, (filter_grads, input_grads)) = (
         _values_and_gradients(layer, x, dy) for layer in layers
     )
     # The phase split runs two filter gradients (5x3 and 5x2 in phase
-    # space) instead of one.
+    # space) instead of one; the flipped input gradient is a forward
+    # convolution.
     assert filter_grads == (2 if phase_split else 1)
+    assert input_grads == (0 if flipped else 1)
     for a, b in zip(got, expected, strict=True):
         assert a.shape == b.shape
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5)
