@@ -1,4 +1,11 @@
-"""A 5x5 `DepthwiseConv2D` whose filter gradient runs on fast kernels.
+"""A `DepthwiseConv2D` whose gradients run on oneDNN's fast kernels.
+
+Three changes to how TensorFlow computes the search supernet's
+depthwise convolutions, each exact: the 5x5 filter gradient in phase
+space (below), the input gradient of SAME convolutions as a forward
+convolution (`depthwise_conv`), and the space-to-batch of dilated
+convolutions shared by all those on one input (`dilated_depthwise_conv`,
+`shared_space_to_batch`).
 
 oneDNN's depthwise kernel computes filter gradients for filters up to 3
 wide only; TensorFlow hands a 5x5 one to oneDNN's generic convolution
@@ -26,6 +33,8 @@ benchmark settings; peak RSS +0.1-0.2 GB; the traced step 19% more ops.
 Only the search supernet uses it: the derived child keeps the built-in
 layer for every export toolchain.
 """
+
+import weakref
 
 import keras
 import tensorflow as tf
@@ -161,6 +170,32 @@ def depthwise_conv(x, kernel, padding):
     return conv(x, kernel)
 
 
+# Per graph being traced: (input, rate, paddings) -> its space-to-batch.
+_SPACE_TO_BATCH = weakref.WeakKeyDictionary()
+
+
+def shared_space_to_batch(x, rate, pads):
+    """`tf.space_to_batch(x, rate, pads)`, made once per input tensor in
+    the graph being traced (a pure function of its arguments, so reusing
+    it is exact).
+
+    Both dilated convs of every edge leaving a search-cell node take the
+    space-to-batch of the same ReLU(node). Shared, the forward pass makes
+    one instead of up to ten, and the backward pass sums their gradients
+    in that space before one `BatchToSpaceND` (TensorFlow's runtime
+    merges identical forward ops, but not their gradients). Eager calls
+    are not cached.
+    """
+    if tf.executing_eagerly():
+        return tf.space_to_batch(x, rate, pads)
+    graph = tf.compat.v1.get_default_graph()
+    cache = _SPACE_TO_BATCH.setdefault(graph, {})
+    key = (x.ref(), tuple(rate), tuple(map(tuple, pads)))
+    if key not in cache:
+        cache[key] = tf.space_to_batch(x, rate, pads)
+    return cache[key]
+
+
 def dilated_depthwise_conv(x, kernel, rate, padding):
     """`depthwise_conv` with dilation `rate` ((rh, rw)), as TensorFlow
     computes it: an undilated convolution of the input's space-to-batch.
@@ -171,14 +206,16 @@ def dilated_depthwise_conv(x, kernel, rate, padding):
     symmetric, so each phase of the input meets exactly the phase of the
     output it does in the dilated convolution, and the cropped positions
     hold the zeros of SAME padding. So every stride-1 convolution takes
-    `depthwise_conv`'s flipped input gradient. Anything else is
-    `tf.nn.with_space_to_batch`, as TensorFlow's own layer.
+    `depthwise_conv`'s flipped input gradient, and the dilated convs of
+    one input share its space-to-batch (`shared_space_to_batch`).
+    Anything else is `tf.nn.with_space_to_batch`, as TensorFlow's own
+    layer.
     """
     _, h, w, _ = x.shape
     kh, kw = kernel.shape[:2]
     if padding == "SAME" and kh % 2 and kw % 2 and h and w:
         pads = [[0, -h % rate[0]], [0, -w % rate[1]]]
-        phases = tf.space_to_batch(x, rate, pads)
+        phases = shared_space_to_batch(x, rate, pads)
         y = depthwise_conv(phases, kernel, "SAME")
         return tf.batch_to_space(y, rate, crops=pads)
     return tf.nn.with_space_to_batch(
@@ -192,14 +229,15 @@ def dilated_depthwise_conv(x, kernel, rate, padding):
 
 @keras.saving.register_keras_serializable(package="snas_tf")
 class PhaseSplitDepthwiseConv2D(keras.layers.DepthwiseConv2D):
-    """`keras.layers.DepthwiseConv2D` with a faster 5x5 filter gradient.
+    """`keras.layers.DepthwiseConv2D` with faster gradients.
 
     Same arguments, variables and config as the built-in layer; the output
     and gradients are equal up to float rounding. A stride-1, channels-last
     float32 convolution without bias or activation runs `depthwise_conv`
-    (dilated ones on a space-to-batch of the input, as TensorFlow's own
-    depthwise convolution does), which splits the 5x5 filter gradients;
-    anything else the built-in computation.
+    (dilated ones `dilated_depthwise_conv`, on a space-to-batch of the
+    input as TensorFlow's own depthwise convolution does), which splits
+    the 5x5 filter gradients and computes SAME input gradients as forward
+    convolutions; anything else the built-in computation.
     """
 
     def call(self, inputs):

@@ -8,6 +8,7 @@ from snas_tf.layers.phase_split_depthwise import (
     PhaseSplitDepthwiseConv2D,
     phase_split_applies,
     phase_split_filter_grad,
+    shared_space_to_batch,
 )
 
 
@@ -145,3 +146,42 @@ def test_config_round_trip():
     layer = PhaseSplitDepthwiseConv2D(5, padding="same", dilation_rate=2)
     clone = assert_config_round_trip(layer)
     assert isinstance(clone, PhaseSplitDepthwiseConv2D)
+
+
+def test_dilated_convs_of_one_input_share_its_space_to_batch():
+    kwargs = dict(padding="same", dilation_rate=2, use_bias=False)
+    shape = (2, 8, 8, 4)
+    built_in = [keras.layers.DepthwiseConv2D(k, **kwargs) for k in (3, 5)]
+    split = [PhaseSplitDepthwiseConv2D(k, **kwargs) for k in (3, 5)]
+    for a, b in zip(built_in, split, strict=True):
+        a.build(shape)
+        b.build(shape)
+        b.set_weights(a.get_weights())
+    x, dy = _random(shape, 2), _random(shape, 3)
+
+    def step(layers):
+        @tf.function
+        def run(x):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                loss = sum(tf.reduce_sum(layer(x) * dy) for layer in layers)
+            kernels = [layer.kernel for layer in layers]
+            return loss, tape.gradient(loss, [x, *kernels])
+
+        graph = run.get_concrete_function(x).graph
+        types = [op.type for op in graph.get_operations()]
+        return run(x), types.count("BatchToSpaceND")
+
+    (expected, _), ((loss, grads), batch_to_space) = map(
+        step, (built_in, split)
+    )
+    np.testing.assert_allclose(loss, expected[0], rtol=1e-5)
+    for got, want in zip(grads, expected[1], strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    # One per conv output, and one for the gradient of the one shared
+    # space-to-batch (two, unshared).
+    assert batch_to_space == 3
+    # Eager calls run on their own.
+    assert shared_space_to_batch(x, (2, 2), [[0, 0], [0, 0]]) is not (
+        shared_space_to_batch(x, (2, 2), [[0, 0], [0, 0]])
+    )
