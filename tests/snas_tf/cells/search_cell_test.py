@@ -176,3 +176,60 @@ def test_config_round_trip():
     assert (clone.reduction, clone.reduction_prev) == (True, True)
     assert clone.search_space == TINY_SPACE
     assert [e.stride for e in clone.edges] == [e.stride for e in cell.edges]
+
+
+@pytest.mark.parametrize("reduction", [False, True])
+def test_traced_mixing_with_every_primitive_equals_each_op_on_its_own(
+    reduction,
+):
+    # Shared ReLUs, poolings, subsamplings and space-to-batches (caught
+    # only in a traced graph): the same output and input gradients as
+    # every op of every edge applied alone.
+    space = SearchSpace(num_nodes=2)
+    cell = SearchCell(C, reduction, False, num_nodes=space.num_nodes)
+    s0, s1 = _states(seed=4)
+    shape = (space.num_edges, space.num_ops)
+    z = tf.nn.softmax(tf.random.stateless_normal(shape, seed=(4, 3)))
+    cell(s0, s1, z)
+    _randomize(cell, seed=4)
+
+    def alone(s0, s1):
+        states = [cell._pre0(s0), cell._pre1(s1)]
+        for node in range(space.num_nodes):
+            terms = [
+                z[e.index, k] * op(states[e.source])
+                for e in space.edges
+                if e.node == node
+                for k, op in enumerate(cell.edges[e.index]._ops)
+                if op is not None
+            ]
+            states.append(tf.add_n(terms))
+        return tf.concat(states[2:], axis=-1)
+
+    def with_gradients(fn):
+        @tf.function
+        def run(s0, s1):
+            with tf.GradientTape() as tape:
+                tape.watch([s0, s1])
+                out = fn(s0, s1)
+                loss = tf.reduce_sum(out * out)
+            return out, tape.gradient(loss, [s0, s1])
+
+        graph = run.get_concrete_function(s0, s1).graph
+        types = [op.type for op in graph.get_operations()]
+        return run(s0, s1), types.count("SpaceToBatchND")
+
+    (want, want_grads), _ = with_gradients(alone)
+    (got, got_grads), space_to_batch = with_gradients(
+        lambda s0, s1: cell(s0, s1, z)
+    )
+    np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+    for a, b in zip(got_grads, want_grads, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    # Forward: one per node that stride-1 dilated edges leave (3 in a
+    # normal cell; 1 in a reduction cell, whose input edges subsample
+    # instead); backward: one per dilated conv output (2 per edge).
+    dilated_edges = sum(
+        1 for e in space.edges if not (reduction and e.from_cell_input)
+    )
+    assert space_to_batch == (1 if reduction else 3) + 2 * dilated_edges

@@ -15,6 +15,7 @@ from testing_utils import (
 from snas_tf import resource_cost, training
 from snas_tf.models import snas_supernet
 from snas_tf.models.snas_supernet import SNASSupernet
+from snas_tf.search_space import PRIMITIVES
 
 
 def _plain_compile(model, lr=1.0, arch_lr=1.0):
@@ -403,6 +404,35 @@ def test_recompute_gives_the_same_training_step():
             np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     assert tiny_supernet(recompute=True).get_config()["recompute"] is True
     assert tiny_supernet(recompute=1).get_config()["recompute"] == 1
+
+
+def test_recompute_gives_the_same_step_with_every_primitive():
+    # The shared poolings and space-to-batches of the dilated convs are
+    # made again in the recomputed backward pass, not taken from the
+    # forward one (whose gradient would then be lost).
+    x, y = tiny_data(n=4)
+    results = []
+    for recompute in (False, True):
+        model = tiny_supernet(
+            num_cells=3,
+            num_nodes=2,
+            primitives=PRIMITIVES,
+            recompute=recompute,
+        )
+        _plain_compile(model, lr=0.1, arch_lr=0.1)
+        model.build(x.shape)
+        if results:
+            model.set_weights(results[0][0])
+        start = [np.array(w) for w in model.get_weights()]
+        model.fit(x, y, batch_size=4, epochs=1, verbose=0, shuffle=False)
+        results.append((start, model.get_weights()))
+    (start, plain), (_, recomputed) = results
+    moved = max(
+        float(np.max(np.abs(a - b))) for a, b in zip(plain, start, strict=True)
+    )
+    assert moved > 1e-3
+    for a, b in zip(plain, recomputed, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("recompute, expected", [(False, 0), (1, 1), (True, 2)])
