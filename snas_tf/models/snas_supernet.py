@@ -166,8 +166,9 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
             cell, an int N for the first N cells only: the early cells
             work at the highest resolution and so hold most of the
             memory for the same compute (paper setting, measured: the
-            first 2 of 8 cells take peak memory from 6.3 to 4.6 GB for
-            a step 8-16% slower, all 8 to 3.2-3.5 GB for 26-33%).
+            first 2 of 8 cells take peak memory from 6.15 to 4.41 GB for
+            a step 8-16% slower on one machine, within noise on another
+            (README), all 8 to 3.2-3.5 GB for 26-33%).
         **kwargs: base `Model` arguments (`name`, ...).
 
     Call arguments:
