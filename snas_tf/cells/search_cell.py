@@ -8,6 +8,7 @@ Reference:
 import keras
 from keras import ops
 
+from snas_tf.layers.phase_split_depthwise import sharing_space_to_batch
 from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
 from snas_tf.ops import SharedPrefixes, factorized_reduce, relu_conv_bn
@@ -100,6 +101,10 @@ class SearchCell(keras.layers.Layer):
         self.built = True
 
     def call(self, s0, s1, z, index=None):
+        with sharing_space_to_batch():
+            return self._mix(s0, s1, z, index)
+
+    def _mix(self, s0, s1, z, index):
         states = [self._pre0(s0), self._pre1(s1)]
         edges = self.search_space.edges
         # One unstack (its gradient is one stack) instead of a strided
@@ -107,7 +112,8 @@ class SearchCell(keras.layers.Layer):
         rows = ops.unstack(z, num=len(edges), axis=0)
         # ReLU and the poolings of each node, computed once for all the ops
         # of all the edges leaving it (mixing mode; argmax mode runs one op
-        # per edge). All edges leaving a node have the same stride.
+        # per edge), and so are the space-to-batches of the dilated convs
+        # (`call`'s scope). All edges leaving a node have the same stride.
         prefixes = {}
         for node in range(self.search_space.num_nodes):
             total = None

@@ -5,7 +5,7 @@ depthwise convolutions, each exact: the 5x5 filter gradient in phase
 space (below), the input gradient of SAME convolutions as a forward
 convolution (`depthwise_conv`), and the space-to-batch of dilated
 convolutions shared by all those on one input (`dilated_depthwise_conv`,
-`shared_space_to_batch`).
+`sharing_space_to_batch`).
 
 oneDNN's depthwise kernel computes filter gradients for filters up to 3
 wide only; TensorFlow hands a 5x5 one to oneDNN's generic convolution
@@ -34,7 +34,8 @@ Only the search supernet uses it: the derived child keeps the built-in
 layer for every export toolchain.
 """
 
-import weakref
+import contextlib
+import threading
 
 import keras
 import tensorflow as tf
@@ -170,30 +171,43 @@ def depthwise_conv(x, kernel, padding):
     return conv(x, kernel)
 
 
-# Per graph being traced: (input, rate, paddings) -> its space-to-batch.
-_SPACE_TO_BATCH = weakref.WeakKeyDictionary()
+# The memo of the innermost `sharing_space_to_batch` scope, per thread
+# (MirroredStrategy traces each replica in a thread of its own).
+_SHARING = threading.local()
+
+
+@contextlib.contextmanager
+def sharing_space_to_batch():
+    """Inside, `shared_space_to_batch` makes one space-to-batch per input
+    tensor (and graph); the memo is dropped on exit.
+
+    A search cell opens one around its edges: both dilated convs of every
+    edge leaving a node take the space-to-batch of the same ReLU(node).
+    Shared, the forward pass makes one instead of up to ten, and the
+    backward pass sums their gradients in that space before one
+    `BatchToSpaceND` (TensorFlow's runtime merges identical forward ops,
+    but not their gradients).
+    """
+    previous = getattr(_SHARING, "memo", None)
+    _SHARING.memo = {}
+    try:
+        yield
+    finally:
+        _SHARING.memo = previous
 
 
 def shared_space_to_batch(x, rate, pads):
-    """`tf.space_to_batch(x, rate, pads)`, made once per input tensor in
-    the graph being traced (a pure function of its arguments, so reusing
-    it is exact).
-
-    Both dilated convs of every edge leaving a search-cell node take the
-    space-to-batch of the same ReLU(node). Shared, the forward pass makes
-    one instead of up to ten, and the backward pass sums their gradients
-    in that space before one `BatchToSpaceND` (TensorFlow's runtime
-    merges identical forward ops, but not their gradients). Eager calls
-    are not cached.
-    """
-    if tf.executing_eagerly():
+    """`tf.space_to_batch(x, rate, pads)`, made once per input tensor
+    inside a `sharing_space_to_batch` scope (a pure function of its
+    arguments, so reusing it is exact); a new one outside."""
+    memo = getattr(_SHARING, "memo", None)
+    if memo is None:
         return tf.space_to_batch(x, rate, pads)
     graph = tf.compat.v1.get_default_graph()
-    cache = _SPACE_TO_BATCH.setdefault(graph, {})
-    key = (x.ref(), tuple(rate), tuple(map(tuple, pads)))
-    if key not in cache:
-        cache[key] = tf.space_to_batch(x, rate, pads)
-    return cache[key]
+    key = (id(graph), x.ref(), tuple(rate), tuple(map(tuple, pads)))
+    if key not in memo:
+        memo[key] = tf.space_to_batch(x, rate, pads)
+    return memo[key]
 
 
 def dilated_depthwise_conv(x, kernel, rate, padding):
@@ -206,8 +220,9 @@ def dilated_depthwise_conv(x, kernel, rate, padding):
     symmetric, so each phase of the input meets exactly the phase of the
     output it does in the dilated convolution, and the cropped positions
     hold the zeros of SAME padding. So every stride-1 convolution takes
-    `depthwise_conv`'s flipped input gradient, and the dilated convs of
-    one input share its space-to-batch (`shared_space_to_batch`).
+    `depthwise_conv`'s flipped input gradient, and inside a
+    `sharing_space_to_batch` scope the dilated convs of one input share
+    its space-to-batch (`shared_space_to_batch`).
     Anything else is `tf.nn.with_space_to_batch`, as TensorFlow's own
     layer.
     """

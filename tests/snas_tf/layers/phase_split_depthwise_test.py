@@ -9,6 +9,7 @@ from snas_tf.layers.phase_split_depthwise import (
     phase_split_applies,
     phase_split_filter_grad,
     shared_space_to_batch,
+    sharing_space_to_batch,
 )
 
 
@@ -162,7 +163,7 @@ def test_dilated_convs_of_one_input_share_its_space_to_batch():
     def step(layers):
         @tf.function
         def run(x):
-            with tf.GradientTape() as tape:
+            with tf.GradientTape() as tape, sharing_space_to_batch():
                 tape.watch(x)
                 loss = sum(tf.reduce_sum(layer(x) * dy) for layer in layers)
             kernels = [layer.kernel for layer in layers]
@@ -181,7 +182,9 @@ def test_dilated_convs_of_one_input_share_its_space_to_batch():
     # One per conv output, and one for the gradient of the one shared
     # space-to-batch (two, unshared).
     assert batch_to_space == 3
-    # Eager calls run on their own.
-    assert shared_space_to_batch(x, (2, 2), [[0, 0], [0, 0]]) is not (
-        shared_space_to_batch(x, (2, 2), [[0, 0], [0, 0]])
-    )
+    # Outside a scope each call makes its own; the memo ends with it.
+    pads = [[0, 0], [0, 0]]
+    with sharing_space_to_batch():
+        first = shared_space_to_batch(x, (2, 2), pads)
+        assert shared_space_to_batch(x, (2, 2), pads) is first
+    assert shared_space_to_batch(x, (2, 2), pads) is not first
