@@ -101,10 +101,6 @@ class SearchCell(keras.layers.Layer):
         self.built = True
 
     def call(self, s0, s1, z, index=None):
-        with sharing_space_to_batch():
-            return self._mix(s0, s1, z, index)
-
-    def _mix(self, s0, s1, z, index):
         states = [self._pre0(s0), self._pre1(s1)]
         edges = self.search_space.edges
         # One unstack (its gradient is one stack) instead of a strided
@@ -112,24 +108,22 @@ class SearchCell(keras.layers.Layer):
         rows = ops.unstack(z, num=len(edges), axis=0)
         # ReLU and the poolings of each node, computed once for all the ops
         # of all the edges leaving it (mixing mode; argmax mode runs one op
-        # per edge), and so are the space-to-batches of the dilated convs
-        # (`call`'s scope). All edges leaving a node have the same stride.
-        prefixes = {}
-        for node in range(self.search_space.num_nodes):
-            total = None
-            for e in edges:
-                if e.node != node:
-                    continue
-                x, i, p = states[e.source], None, None
-                if index is not None:
-                    i = index[e.index]
-                else:
-                    if e.source not in prefixes:
-                        prefixes[e.source] = SharedPrefixes(x)
-                    p = prefixes[e.source]
-                out = self.edges[e.index](x, rows[e.index], i, prefixes=p)
-                total = out if total is None else total + out
-            states.append(total)
+        # per edge), and so are the space-to-batches of the dilated convs.
+        # All edges leaving a node have the same stride.
+        prefixes = [SharedPrefixes(s) for s in states]
+        with sharing_space_to_batch():
+            for node in range(self.search_space.num_nodes):
+                total = None
+                for e in edges:
+                    if e.node != node:
+                        continue
+                    x, i, p = states[e.source], None, prefixes[e.source]
+                    if index is not None:
+                        i, p = index[e.index], None
+                    out = self.edges[e.index](x, rows[e.index], i, prefixes=p)
+                    total = out if total is None else total + out
+                states.append(total)
+                prefixes.append(SharedPrefixes(total))
         return ops.concatenate(states[2:], axis=-1)
 
     def compute_output_shape(self, s0_shape, s1_shape, *args, **kwargs):

@@ -113,11 +113,17 @@ def phase_split_filter_grad(x, dy, padding):
     return tf.gather(tf.reduce_sum(taps, axis=2), _TAP_ORDER, axis=1)
 
 
+def _symmetric_same(kernel_shape, padding) -> bool:
+    """SAME padding of an odd filter: as many rows and columns padded
+    before as after."""
+    kh, kw = kernel_shape[:2]
+    return padding == "SAME" and kh % 2 == 1 and kw % 2 == 1
+
+
 def flipped_input_grad_applies(kernel_shape, padding) -> bool:
     """Whether `depthwise_conv` computes its input gradient as a forward
     convolution: SAME padding, an odd filter and depth multiplier 1."""
-    kh, kw, _, multiplier = kernel_shape
-    return padding == "SAME" and kh % 2 == 1 and kw % 2 == 1 and multiplier == 1
+    return _symmetric_same(kernel_shape, padding) and kernel_shape[3] == 1
 
 
 def depthwise_conv(x, kernel, padding):
@@ -182,7 +188,8 @@ def sharing_space_to_batch():
     tensor (and graph); the memo is dropped on exit.
 
     A search cell opens one around its edges: both dilated convs of every
-    edge leaving a node take the space-to-batch of the same ReLU(node).
+    edge leaving a node take the space-to-batch of the same ReLU(node)
+    (an edge called on its own shares nothing).
     Shared, the forward pass makes one instead of up to ten, and the
     backward pass sums their gradients in that space before one
     `BatchToSpaceND` (TensorFlow's runtime merges identical forward ops,
@@ -227,8 +234,7 @@ def dilated_depthwise_conv(x, kernel, rate, padding):
     layer.
     """
     _, h, w, _ = x.shape
-    kh, kw = kernel.shape[:2]
-    if padding == "SAME" and kh % 2 and kw % 2 and h and w:
+    if _symmetric_same(kernel.shape, padding) and h and w:
         pads = [[0, -h % rate[0]], [0, -w % rate[1]]]
         phases = shared_space_to_batch(x, rate, pads)
         y = depthwise_conv(phases, kernel, "SAME")
@@ -238,7 +244,7 @@ def dilated_depthwise_conv(x, kernel, rate, padding):
         dilation_rate=list(rate),
         padding=padding,
         op=lambda x, _, padding: depthwise_conv(x, kernel, padding),
-        filter_shape=[kh, kw],
+        filter_shape=list(kernel.shape[:2]),
     )
 
 

@@ -10,7 +10,6 @@ import tensorflow as tf
 from keras import ops
 
 from snas_tf.layers import trace_flags
-from snas_tf.layers.phase_split_depthwise import sharing_space_to_batch
 from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.ops import SharedPrefixes, build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
@@ -119,14 +118,9 @@ class StochasticMixedEdge(keras.layers.Layer):
         # One unstack, not a strided slice (and its gradient) per op.
         weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
         if prefixes is None:
-            # Called on its own, not by a cell: one ReLU (and one ReLU
-            # gradient) for the edge, not one per op, and one
-            # space-to-batch for its dilated convs.
-            with sharing_space_to_batch():
-                return self._mix(x, weights, SharedPrefixes(x))
-        return self._mix(x, weights, prefixes)
-
-    def _mix(self, x, weights, prefixes):
+            # One ReLU (and one ReLU gradient) for the edge, not one per
+            # op: fewer ops to trace (TF's runtime merges identical ones).
+            prefixes = SharedPrefixes(x)
         out = None
         for k, op in enumerate(self._ops):
             if op is None:
