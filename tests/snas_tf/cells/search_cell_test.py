@@ -46,6 +46,23 @@ def _randomize(cell, seed=0):
         w.assign(value.astype("float32"))
 
 
+def _each_op_alone(cell, s0, s1, z):
+    """The cell's output with every op of every edge applied on its own
+    (its own first ReLU, pooling and space-to-batch): the reference."""
+    space = cell.search_space
+    states = [cell._pre0(s0), cell._pre1(s1)]
+    for node in range(space.num_nodes):
+        terms = [
+            z[e.index, k] * op(states[e.source])
+            for e in space.edges
+            if e.node == node
+            for k, op in enumerate(cell.edges[e.index]._ops)
+            if op is not None
+        ]
+        states.append(tf.add_n(terms))
+    return tf.concat(states[2:], axis=-1)
+
+
 @pytest.mark.parametrize(
     "reduction, size, side", [(False, 8, 8), (True, 8, 4), (True, 7, 4)]
 )
@@ -121,18 +138,7 @@ def test_mixing_shares_relu_and_pools_per_node_with_the_same_output(
     z = _z(seed=3)
     cell(s0, s1, z)
     _randomize(cell, seed=3)
-    # Reference: every op of every edge applies its own first ReLU.
-    states = [cell._pre0(s0), cell._pre1(s1)]
-    for node in range(TINY_SPACE.num_nodes):
-        terms = [
-            z[e.index, k] * op(states[e.source])
-            for e in TINY_SPACE.edges
-            if e.node == node
-            for k, op in enumerate(cell.edges[e.index]._ops)
-            if op is not None
-        ]
-        states.append(tf.add_n(terms))
-    expected = tf.concat(states[2:], axis=-1)
+    expected = _each_op_alone(cell, s0, s1, z)
     np.testing.assert_allclose(cell(s0, s1, z), expected, rtol=1e-5, atol=1e-5)
     # The two preprocess ReLUs, one per node that edges leave (s0, s1,
     # node 0) and the inner ReLU of each edge's sep conv. One first ReLU per
@@ -193,19 +199,6 @@ def test_traced_mixing_with_every_primitive_equals_each_op_on_its_own(
     cell(s0, s1, z)
     _randomize(cell, seed=4)
 
-    def alone(s0, s1):
-        states = [cell._pre0(s0), cell._pre1(s1)]
-        for node in range(space.num_nodes):
-            terms = [
-                z[e.index, k] * op(states[e.source])
-                for e in space.edges
-                if e.node == node
-                for k, op in enumerate(cell.edges[e.index]._ops)
-                if op is not None
-            ]
-            states.append(tf.add_n(terms))
-        return tf.concat(states[2:], axis=-1)
-
     def with_gradients(fn):
         @tf.function
         def run(s0, s1):
@@ -219,7 +212,9 @@ def test_traced_mixing_with_every_primitive_equals_each_op_on_its_own(
         types = [op.type for op in graph.get_operations()]
         return run(s0, s1), types.count("SpaceToBatchND")
 
-    (want, want_grads), _ = with_gradients(alone)
+    (want, want_grads), _ = with_gradients(
+        lambda s0, s1: _each_op_alone(cell, s0, s1, z)
+    )
     (got, got_grads), space_to_batch = with_gradients(
         lambda s0, s1: cell(s0, s1, z)
     )
