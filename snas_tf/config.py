@@ -155,6 +155,10 @@ class RuntimeConfig:
             is the same within noise (small 0.89 -> 0.85 s, paper 5.96 ->
             5.88 s); peak memory rises 4-9%; with `model.recompute` the
             paper step was 7.8 s on, 6.5 s off.
+        fast_kernels: build the search supernet from `snas_tf.kernels`'
+            faster stand-ins of the Keras layers (same math); false builds
+            it from plain Keras layers (slower; for checking, and for
+            TensorFlow builds where a stand-in misbehaves).
     """
 
     strategy: str = "default"
@@ -166,6 +170,7 @@ class RuntimeConfig:
     deterministic: bool = False
     checkpoint_steps: int = 100
     grappler: bool | None = None
+    fast_kernels: bool = True
 
 
 @dataclasses.dataclass(frozen=True)

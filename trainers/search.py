@@ -88,6 +88,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             penalty_strength=s.penalty_strength,
             seed=config.runtime.seed,
             recompute=m.recompute,
+            fast_kernels=config.runtime.fast_kernels,
         )
     optimizer, arch_optimizer = default_search_optimizers(
         s.epochs,

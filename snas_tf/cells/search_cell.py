@@ -8,10 +8,9 @@ Reference:
 import keras
 from keras import ops
 
-from snas_tf.layers.phase_split_depthwise import sharing_space_to_batch
-from snas_tf.layers.search_layers import SEARCH_LAYERS
+from snas_tf import kernels
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
-from snas_tf.ops import SharedPrefixes, factorized_reduce, relu_conv_bn
+from snas_tf.ops import factorized_reduce, relu_conv_bn
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
 
@@ -34,6 +33,8 @@ class SearchCell(keras.layers.Layer):
         primitives: candidate op names (logit-column order).
         num_nodes: intermediate nodes.
         affine: whether BatchNorms learn scale and offset (search: False).
+        fast_kernels: build from `snas_tf.kernels` (same math, faster) or
+            from plain `keras.layers`.
         **kwargs: base `Layer` arguments.
 
     Call arguments:
@@ -64,6 +65,7 @@ class SearchCell(keras.layers.Layer):
         primitives=PRIMITIVES,
         num_nodes=4,
         affine=False,
+        fast_kernels=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -72,16 +74,18 @@ class SearchCell(keras.layers.Layer):
         self.reduction_prev = bool(reduction_prev)
         self.search_space = SearchSpace(tuple(primitives), int(num_nodes))
         self.affine = bool(affine)
+        self.fast_kernels = bool(fast_kernels)
+        layers = kernels.layers_namespace(self.fast_kernels)
         if self.reduction_prev:
             self._pre0 = factorized_reduce(
-                self.channels, self.affine, layers=SEARCH_LAYERS
+                self.channels, self.affine, layers=layers
             )
         else:
             self._pre0 = relu_conv_bn(
-                self.channels, affine=self.affine, layers=SEARCH_LAYERS
+                self.channels, affine=self.affine, layers=layers
             )
         self._pre1 = relu_conv_bn(
-            self.channels, affine=self.affine, layers=SEARCH_LAYERS
+            self.channels, affine=self.affine, layers=layers
         )
         self.preprocess_layers = self._pre0.layers + self._pre1.layers
         self.edges = [
@@ -90,6 +94,7 @@ class SearchCell(keras.layers.Layer):
                 stride=2 if self.reduction and e.from_cell_input else 1,
                 primitives=self.search_space.primitives,
                 affine=self.affine,
+                fast_kernels=self.fast_kernels,
                 name=f"edge_{e.index}",
             )
             for e in self.search_space.edges
@@ -106,12 +111,12 @@ class SearchCell(keras.layers.Layer):
         # One unstack (its gradient is one stack) instead of a strided
         # slice per edge, whose gradients are full-size tensors to sum.
         rows = ops.unstack(z, num=len(edges), axis=0)
-        # ReLU and the poolings of each node, computed once for all the ops
-        # of all the edges leaving it (mixing mode; argmax mode runs one op
-        # per edge), and so are the space-to-batches of the dilated convs.
-        # All edges leaving a node have the same stride.
-        prefixes = [SharedPrefixes(s) for s in states]
-        with sharing_space_to_batch():
+        # With fast kernels, the ReLU and poolings of each node are
+        # computed once for all the ops of all the edges leaving it (mixing
+        # mode; argmax mode runs one op per edge), and so are the
+        # space-to-batches of the dilated convs.
+        prefixes = self._prefixes(states)
+        with kernels.cell_scope(self.fast_kernels):
             for node in range(self.search_space.num_nodes):
                 total = None
                 for e in edges:
@@ -123,8 +128,14 @@ class SearchCell(keras.layers.Layer):
                     out = self.edges[e.index](x, rows[e.index], i, prefixes=p)
                     total = out if total is None else total + out
                 states.append(total)
-                prefixes.append(SharedPrefixes(total))
+                prefixes += self._prefixes([total])
         return ops.concatenate(states[2:], axis=-1)
+
+    def _prefixes(self, states):
+        """A `SharedPrefixes` per state with fast kernels, else None each."""
+        if self.fast_kernels:
+            return [kernels.SharedPrefixes(s) for s in states]
+        return [None] * len(states)
 
     def compute_output_shape(self, s0_shape, s1_shape, *args, **kwargs):
         b, h, w, _ = s1_shape
@@ -142,5 +153,6 @@ class SearchCell(keras.layers.Layer):
             primitives=list(self.search_space.primitives),
             num_nodes=self.search_space.num_nodes,
             affine=self.affine,
+            fast_kernels=self.fast_kernels,
         )
         return config

@@ -1,7 +1,6 @@
 """Keras layers and pure functions of the stochastic relaxation."""
 
 from snas_tf.layers.drop_path import DropPath
-from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
 
-__all__ = ["DropPath", "FusedBatchNormalization", "StochasticMixedEdge"]
+__all__ = ["DropPath", "StochasticMixedEdge"]

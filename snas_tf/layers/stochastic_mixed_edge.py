@@ -9,17 +9,10 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from snas_tf.layers import trace_flags
-from snas_tf.layers.search_layers import SEARCH_LAYERS
-from snas_tf.ops import SharedPrefixes, build_op
+from snas_tf import kernels
+from snas_tf.kernels import tracing
+from snas_tf.ops import build_op
 from snas_tf.search_space import PRIMITIVES, check_primitive
-
-
-def built_by_mixing():
-    """Edges first called inside skip their own build pass: the caller is
-    an eager call in mixing mode (the supernet's build), which runs, and so
-    builds, every op right away. Saves one eager run of every op."""
-    return trace_flags.raised("built_by_mixing")
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -38,6 +31,8 @@ class StochasticMixedEdge(keras.layers.Layer):
         stride: 1, or 2 for reduction-cell edges leaving the cell inputs.
         primitives: candidate op names, in logit-column order.
         affine: whether BatchNorms learn scale and offset (search: False).
+        fast_kernels: build the ops from `snas_tf.kernels`' faster stand-ins
+            of the Keras layers (same math); False: plain `keras.layers`.
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -45,11 +40,11 @@ class StochasticMixedEdge(keras.layers.Layer):
         z: (num_ops,) op weights, the edge's row of the cell type's Z.
         index: optional int scalar tensor; when given, the output is the
             output of op `index` alone and `z` is ignored.
-        prefixes: optional `snas_tf.ops.SharedPrefixes` of `x` (mixing
-            mode): the ops' shared leading layers (ReLU(x), the pooling of
-            x, ...) computed once for all ops of the edge; made here when
-            not given. A cell passes one per node, so that all the edges
-            leaving a node share them.
+        prefixes: optional `snas_tf.kernels.SharedPrefixes` of `x` (mixing
+            mode, fast kernels): the ops' shared leading layers (ReLU(x),
+            the pooling of x, ...) computed once for all ops of the edge;
+            made here when not given. A cell passes one per node, so that
+            all the edges leaving a node share them.
 
     Example:
 
@@ -65,7 +60,13 @@ class StochasticMixedEdge(keras.layers.Layer):
     """
 
     def __init__(
-        self, channels, stride=1, primitives=PRIMITIVES, affine=False, **kwargs
+        self,
+        channels,
+        stride=1,
+        primitives=PRIMITIVES,
+        affine=False,
+        fast_kernels=True,
+        **kwargs,
     ):
         super().__init__(**kwargs)
         for name in primitives:
@@ -74,13 +75,14 @@ class StochasticMixedEdge(keras.layers.Layer):
         self.stride = int(stride)
         self.primitives = tuple(primitives)
         self.affine = bool(affine)
+        self.fast_kernels = bool(fast_kernels)
         self._ops = [
             build_op(
                 p,
                 self.channels,
                 self.stride,
                 self.affine,
-                layers=SEARCH_LAYERS,
+                layers=kernels.layers_namespace(self.fast_kernels),
             )
             for p in self.primitives
         ]
@@ -94,7 +96,7 @@ class StochasticMixedEdge(keras.layers.Layer):
         # created inside the `ops.switch` branches of argmax mode) with one
         # eager pass on a one-image batch: much faster than a symbolic
         # trace. init_scope leaves any enclosing tf.function trace.
-        if trace_flags.is_raised("built_by_mixing"):
+        if tracing.is_raised("built_by_mixing"):
             return
         _, h, w, c = input_shape
         with tf.init_scope():
@@ -116,19 +118,25 @@ class StochasticMixedEdge(keras.layers.Layer):
             ]
             return ops.switch(index, branches, x)
         # One unstack, not a strided slice (and its gradient) per op.
-        weights = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
-        if prefixes is None:
-            # One ReLU (and one ReLU gradient) for the edge, not one per
-            # op: fewer ops to trace (TF's runtime merges identical ones).
-            prefixes = SharedPrefixes(x)
-        out = None
-        for k, op in enumerate(self._ops):
-            if op is None:
-                continue
-            # Folded into the op's final BatchNorm where it has one.
-            term = op(x, weights[k], prefixes)
-            out = term if out is None else out + term
-        return self._zeros(x) if out is None else out
+        z = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
+        if self.fast_kernels and prefixes is None:
+            prefixes = kernels.SharedPrefixes(x)
+        # SNAS Eq. 1: sum_k Z_k * O_k(x). `none` is zero: it adds nothing.
+        terms = [
+            self._weighted_op(op, x, z[k], prefixes)
+            for k, op in enumerate(self._ops)
+            if op is not None
+        ]
+        if not terms:
+            return self._zeros(x)
+        return sum(terms[1:], terms[0])
+
+    def _weighted_op(self, op, x, z_k, prefixes):
+        """Z_k * O_k(x); the fast kernels fold Z_k into O_k's last
+        BatchNorm and take O_k's shared leading layers from `prefixes`."""
+        if self.fast_kernels:
+            return kernels.scaled_op(op, x, z_k, prefixes)
+        return z_k * op(x)
 
     def compute_output_shape(self, input_shape):
         b, h, w, _ = input_shape
@@ -144,5 +152,6 @@ class StochasticMixedEdge(keras.layers.Layer):
             stride=self.stride,
             primitives=list(self.primitives),
             affine=self.affine,
+            fast_kernels=self.fast_kernels,
         )
         return config

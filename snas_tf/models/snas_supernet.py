@@ -12,13 +12,15 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from snas_tf import resource_cost, training
+from snas_tf import kernels, resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
+from snas_tf.kernels.tracing import (
+    built_by_mixing,
+    recomputing,
+    short_variable_names,
+)
 from snas_tf.layers import gumbel_softmax
-from snas_tf.layers.fused_batch_norm import recomputing
 from snas_tf.layers.replica_seed import replica_uniform
-from snas_tf.layers.search_layers import SEARCH_LAYERS
-from snas_tf.layers.stochastic_mixed_edge import built_by_mixing
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace
@@ -26,28 +28,6 @@ from snas_tf.search_space import PRIMITIVES, SearchSpace
 MODES = ("snas", "darts")
 ARCH_MODES = MODES + ("argmax",)
 CELL_TYPES = ("normal", "reduce")
-
-
-def _short_name_creator(next_creator, **kwargs):
-    if kwargs.get("name"):
-        kwargs["name"] = kwargs["name"].rsplit("_", 1)[-1]
-    with tf.name_scope(""):
-        return next_creator(**kwargs)
-
-
-def _short_variable_names():
-    """Gives the TensorFlow variables created inside short, repeating names.
-
-    A TF variable's handle op carries its name (with the enclosing name
-    scopes) as an attribute, so each of the supernet's thousands of
-    variables missed TensorFlow's eager kernel cache: about 1 ms each, 4 s
-    of the small setting's build. Named by the last word of its Keras name
-    only ("kernel", "mean", "momentum" for an optimizer slot), outside any
-    name scope, a handle op's kernel is reused. Keras' own variable `name`
-    and `path`, which checkpoints and logs use, are unchanged; only the
-    underlying `tf.Variable.name` is short.
-    """
-    return tf.variable_creator_scope(_short_name_creator)
 
 
 class ArchSample(NamedTuple):
@@ -165,10 +145,11 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
             gradients and moving statistics. `True` does so for every
             cell, an int N for the first N cells only: the early cells
             work at the highest resolution and so hold most of the
-            memory for the same compute (paper setting, measured: the
-            first 2 of 8 cells take peak memory from 6.15 to 4.41 GB for
-            a step 8-16% slower on one machine, within noise on another
-            (README), all 8 to 3.2-3.5 GB for 26-33%).
+            memory for the same compute (figures in
+            `benchmarks/README.md`). Needs `fast_kernels`.
+        fast_kernels: build the cells from `snas_tf.kernels` (same math,
+            faster TensorFlow kernels); False builds them from plain
+            `keras.layers`, for checking the fast path against it.
         **kwargs: base `Model` arguments (`name`, ...).
 
     Call arguments:
@@ -202,6 +183,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         penalty_strength=1.5e-3,
         seed=0,
         recompute=False,
+        fast_kernels=True,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -225,6 +207,14 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
                 f"recompute must be True, False or a number of cells from 0 "
                 f"to num_cells={num_cells}, got {recompute!r}."
             )
+        if recompute and not fast_kernels:
+            # Keras' own BatchNormalization would update its moving
+            # statistics a second time in the recomputed forward pass.
+            raise ValueError(
+                f"recompute={recompute!r} needs fast_kernels=True (the "
+                "plain Keras BatchNormalization cannot skip the update of "
+                "its moving statistics in the recomputed pass)."
+            )
         self.num_classes = int(num_classes)
         self.channels = int(channels)
         self.num_cells = int(num_cells)
@@ -235,6 +225,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         self.penalty_strength = float(penalty_strength)
         self.seed = int(seed)
         self.recompute = recompute
+        self.fast_kernels = bool(fast_kernels)
         self._build_network()
         shape = (self.search_space.num_edges, self.search_space.num_ops)
         init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed)
@@ -265,7 +256,9 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         self.stem_conv = keras.layers.Conv2D(
             self.stem_multiplier * c, 3, padding="same", use_bias=False
         )
-        self.stem_bn = batch_norm(True, None, SEARCH_LAYERS)
+        self.stem_bn = batch_norm(
+            True, None, kernels.layers_namespace(self.fast_kernels)
+        )
         reductions = reduction_cells(self.num_cells)
         self.cells = []
         reduction_prev = False
@@ -280,6 +273,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
                     reduction_prev,
                     primitives=self.search_space.primitives,
                     num_nodes=self.search_space.num_nodes,
+                    fast_kernels=self.fast_kernels,
                     name=f"cell_{i}",
                 )
             )
@@ -298,7 +292,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         # far faster than tracing the network symbolically (the supernet
         # has thousands of layers). init_scope leaves any enclosing trace.
         _, h, w, c = input_shape
-        with tf.init_scope(), built_by_mixing(), _short_variable_names():
+        with tf.init_scope(), built_by_mixing(), short_variable_names():
             x = tf.zeros((1, h or 8, w or 8, c), dtype=self.compute_dtype)
             z = (
                 tf.ones(self.arch_logits_normal.shape)
@@ -514,7 +508,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         step. With the model built before `fit`, nothing is created inside
         the traced steps.
         """
-        with tf.init_scope(), _short_variable_names():
+        with tf.init_scope(), short_variable_names():
             if not self.optimizer.built:
                 self.optimizer.build(self.weight_variables)
             y = ops.zeros((1,), dtype="int32")
@@ -612,5 +606,6 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
             penalty_strength=self.penalty_strength,
             seed=self.seed,
             recompute=self.recompute,
+            fast_kernels=self.fast_kernels,
         )
         return config

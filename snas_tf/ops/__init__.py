@@ -2,7 +2,6 @@
 
 from snas_tf.ops.operations import (
     Op,
-    SharedPrefixes,
     batch_norm,
     build_op,
     factorized_reduce,
@@ -11,7 +10,6 @@ from snas_tf.ops.operations import (
 
 __all__ = [
     "Op",
-    "SharedPrefixes",
     "batch_norm",
     "build_op",
     "factorized_reduce",

@@ -37,8 +37,8 @@ class Op:
             only on its input (a ReLU, a pooling, a subsampling), naming
             what it computes: `("relu",)`, `("max_pool_3x3/s1",)`. Ops on
             one input with the same leading keys compute the same tensors,
-            which a caller computes once for all of them
-            (`SharedPrefixes`); kept as `self.shared`.
+            which a caller may compute once for all of them
+            (`snas_tf.kernels.SharedPrefixes`); kept as `self.shared`.
 
     Raises:
         ValueError: if every layer would be shared (the last one is the
@@ -56,21 +56,14 @@ class Op:
                 f"{len(self.layers)} layers; its last layer must be its own."
             )
 
-    def __call__(self, x, weight=None, prefixes=None):
-        """The op's output, times the scalar `weight` if given.
+    def hidden(self, x, prefixes=None):
+        """The input of the op's last layer: its other layers applied to x.
 
-        On an op whose final layer takes an `output_scale` (the search
-        supernet's fused BatchNormalization) the weight is folded into
-        that layer: the same value, without a separate multiply of the
-        whole output and its two gradient ops.
-
-        `prefixes`, when given, is the `SharedPrefixes` of `x`: the op
-        takes the output of its shared leading layers from it instead of
-        applying them (a search cell shares them among all the ops of all
-        the edges leaving one node).
+        `prefixes`, when given, is a `snas_tf.kernels.SharedPrefixes` of
+        `x`: the op takes the output of its shared leading layers from it
+        instead of applying them (a search cell with fast kernels shares
+        them among all the ops of all the edges leaving one node).
         """
-        if not self.layers:
-            return x if weight is None else weight * x
         n = len(self.shared)
         if prefixes is not None and n:
             x = prefixes(self)
@@ -78,50 +71,20 @@ class Op:
             for layer in self.layers[:n]:
                 x = layer(x)
         if self._body is not None:
-            x = self._body(x)
-        else:
-            for layer in self.layers[n:-1]:
-                x = layer(x)
-        last = self.layers[-1]
-        if weight is None:
-            return last(x)
-        if getattr(last, "accepts_output_scale", False):
-            return last(x, output_scale=weight)
-        return weight * last(x)
+            return self._body(x)
+        for layer in self.layers[n:-1]:
+            x = layer(x)
+        return x
+
+    def __call__(self, x, prefixes=None):
+        """The op's output O(x) (`prefixes` as in `hidden`)."""
+        if not self.layers:
+            return x
+        return self.layers[-1](self.hidden(x, prefixes))
 
     @property
     def is_identity(self) -> bool:
         return not self.layers
-
-
-class SharedPrefixes:
-    """The outputs of ops' shared leading layers on one input, each
-    computed once.
-
-    Several ops applied to the same tensor often start with the same
-    weightless layers: every conv op with ReLU(x), both pool ops of every
-    edge leaving a node with the same pooling of x (the BatchNorm after
-    it is each op's own). Called with an `Op`, returns the output of its
-    `shared` layers on `x`, computing (with that op's layers) only the
-    keys not computed before: the same values, fewer kernels and fewer
-    gradients to sum.
-
-    Args:
-        x: the input shared by the ops.
-    """
-
-    def __init__(self, x):
-        self.x = x
-        self._outputs = {}
-
-    def __call__(self, op):
-        y = self.x
-        for depth in range(1, len(op.shared) + 1):
-            key = op.shared[:depth]
-            if key not in self._outputs:
-                self._outputs[key] = op.layers[depth - 1](y)
-            y = self._outputs[key]
-        return y
 
 
 def batch_norm(affine, name, layers=keras.layers):
@@ -321,7 +284,6 @@ def build_op(
 __all__ = [
     "PRIMITIVES",
     "Op",
-    "SharedPrefixes",
     "batch_norm",
     "build_op",
     "factorized_reduce",

@@ -13,11 +13,9 @@ from testing_utils import (
     assert_keras_file_round_trip,
 )
 
-from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
-from snas_tf.layers.stochastic_mixed_edge import (
-    StochasticMixedEdge,
-    built_by_mixing,
-)
+from snas_tf.kernels.fused_batch_norm import FusedBatchNormalization
+from snas_tf.kernels.tracing import built_by_mixing
+from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
 
 C = 4
 NUM_OPS = len(TINY_PRIMITIVES)
@@ -103,15 +101,23 @@ def _count_op_calls(edge):
     returned list; also returns the original ops."""
     calls, original = [], list(edge._ops)
 
-    def counting(k, op):
-        def run(*args):
-            calls.append(k)
-            return op(*args)
+    class Counting:
+        # Stands in for an `Op`: a call runs the op, and so does `hidden`
+        # (the fast kernels apply the op's last layer themselves).
+        def __init__(self, k, op):
+            self.k, self.op = k, op
+            self.layers, self.shared = op.layers, op.shared
 
-        return run
+        def hidden(self, *args, **kwargs):
+            calls.append(self.k)
+            return self.op.hidden(*args, **kwargs)
+
+        def __call__(self, *args, **kwargs):
+            calls.append(self.k)
+            return self.op(*args, **kwargs)
 
     edge._ops = [
-        op if op is None else counting(k, op) for k, op in enumerate(original)
+        op if op is None else Counting(k, op) for k, op in enumerate(original)
     ]
     return calls, original
 

@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from snas_tf.ops import Op, SharedPrefixes, build_op, factorized_reduce
+from snas_tf.kernels import SharedPrefixes
+from snas_tf.ops import Op, build_op, factorized_reduce
 from snas_tf.search_space import PRIMITIVES
 
 C = 4

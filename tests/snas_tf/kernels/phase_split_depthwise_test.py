@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from testing_utils import assert_config_round_trip
 
-from snas_tf.layers.phase_split_depthwise import (
+from snas_tf.kernels.phase_split_depthwise import (
     PhaseSplitDepthwiseConv2D,
     phase_split_applies,
     phase_split_filter_grad,

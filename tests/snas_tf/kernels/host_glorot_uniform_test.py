@@ -2,7 +2,7 @@ import keras
 import numpy as np
 import pytest
 
-from snas_tf.layers.host_glorot_uniform import HostGlorotUniform
+from snas_tf.kernels.host_glorot_uniform import HostGlorotUniform
 
 
 def _draw(initializer, shape):

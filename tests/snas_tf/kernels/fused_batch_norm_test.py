@@ -1,4 +1,4 @@
-"""Tests for snas_tf.layers.fused_batch_norm."""
+"""Tests for snas_tf.kernels.fused_batch_norm."""
 
 import keras
 import numpy as np
@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 from testing_utils import assert_config_round_trip, assert_keras_file_round_trip
 
-from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
+from snas_tf.kernels.fused_batch_norm import FusedBatchNormalization
 
 SHAPE = (2, 8, 8, 4)
 # PyTorch-style settings, as the ops build them (SNAS.md §1).

@@ -14,14 +14,11 @@ every export toolchain takes them.
 import keras
 import tensorflow as tf
 
-from snas_tf.layers import trace_flags
+from snas_tf.kernels import tracing
 
-
-def recomputing():
-    """Marks a `tf.recompute_grad` backward pass (in Python, so at trace
-    time): the forward ops it re-runs must not update the moving statistics
-    a second time."""
-    return trace_flags.raised("recomputing")
+# The smallest epsilon cuDNN accepts, which `tf.nn.fused_batch_norm` also
+# applies; the fused layer uses max(epsilon, EPSILON_FLOOR).
+EPSILON_FLOOR = 1.001e-5
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -55,9 +52,6 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
     Reference:
         Ioffe & Szegedy, "Batch Normalization", ICML 2015.
     """
-
-    # Read by `snas_tf.ops.Op`, which passes its weight as output_scale.
-    accepts_output_scale = True
 
     def call(self, inputs, training=None, mask=None, output_scale=None):
         if (
@@ -101,13 +95,12 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
             offset=tf.cast(offset, "float32"),
             mean=tf.cast(self.moving_mean, "float32"),
             variance=tf.cast(self.moving_variance, "float32"),
-            # cuDNN's floor, as tf.nn.fused_batch_norm applies it.
-            epsilon=max(self.epsilon, 1.001e-5),
+            epsilon=max(self.epsilon, EPSILON_FLOOR),
             exponential_avg_factor=1.0 - self.momentum if training else 1.0,
             data_format="NHWC",
             is_training=training,
         )[:3]
-        if training and not trace_flags.is_raised("recomputing"):
+        if training and not tracing.is_raised("recomputing"):
             # With exponential_avg_factor the kernel returns the updated
             # moving statistics.
             self.moving_mean.assign(tf.cast(mean, self.moving_mean.dtype))

@@ -1,10 +1,10 @@
 import keras
 
-from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
-from snas_tf.layers.host_glorot_uniform import HostGlorotUniform
-from snas_tf.layers.phase_split_depthwise import PhaseSplitDepthwiseConv2D
-from snas_tf.layers.search_layers import SEARCH_LAYERS
-from snas_tf.layers.slice_cropping import SliceCropping2D
+from snas_tf.kernels.fused_batch_norm import FusedBatchNormalization
+from snas_tf.kernels.host_glorot_uniform import HostGlorotUniform
+from snas_tf.kernels.phase_split_depthwise import PhaseSplitDepthwiseConv2D
+from snas_tf.kernels.search_layers import SEARCH_LAYERS
+from snas_tf.kernels.slice_cropping import SliceCropping2D
 
 
 def test_swaps_batch_normalization_and_cropping_and_passes_others_through():

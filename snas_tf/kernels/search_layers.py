@@ -7,10 +7,10 @@ the search supernet, which only trains and is never exported.
 
 import keras
 
-from snas_tf.layers.fused_batch_norm import FusedBatchNormalization
-from snas_tf.layers.host_glorot_uniform import HostGlorotUniform
-from snas_tf.layers.phase_split_depthwise import PhaseSplitDepthwiseConv2D
-from snas_tf.layers.slice_cropping import SliceCropping2D
+from snas_tf.kernels.fused_batch_norm import FusedBatchNormalization
+from snas_tf.kernels.host_glorot_uniform import HostGlorotUniform
+from snas_tf.kernels.phase_split_depthwise import PhaseSplitDepthwiseConv2D
+from snas_tf.kernels.slice_cropping import SliceCropping2D
 
 
 class _SearchLayers:

@@ -4,7 +4,7 @@ import pytest
 import tensorflow as tf
 from testing_utils import assert_config_round_trip
 
-from snas_tf.layers.slice_cropping import SliceCropping2D
+from snas_tf.kernels.slice_cropping import SliceCropping2D
 
 
 @pytest.mark.parametrize("cropping", [((1, 0), (1, 0)), ((0, 2), (1, 1))])
