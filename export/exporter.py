@@ -26,6 +26,7 @@ import numpy as np
 
 from snas_tf.config import RetrainConfig, load_config, write_atomic
 from snas_tf.export import common, serving
+from snas_tf.export.serving import check_model_name
 
 FLOAT_TOLERANCE = 1e-4
 FORMATS = (
@@ -327,11 +328,13 @@ def export_model(
         The report (also written to `out/report.json` and `report.md`).
 
     Raises:
-        ValueError: for an unknown format.
+        ValueError: for an unknown format or an invalid model name (before
+            anything is written).
         ExportError: if an artifact misses its tolerance (nothing is
             published).
     """
     formats = check_formats(formats)
+    check_model_name(model_name)
     out = os.fspath(out)
     say = progress or (lambda *_: None)
     if common.finish_publish(out):
@@ -437,6 +440,7 @@ __all__ = [
     "ExportError",
     "ExportSource",
     "check_formats",
+    "check_model_name",
     "export_model",
     "load_source",
 ]

@@ -190,3 +190,32 @@ def test_export_goes_through_the_format_functions(tmp_path, monkeypatch):
     assert serving.served_models(out / "serving") == ["tiny.v-1_a"]
     assert "tiny.v-1_a" in (out / "serving" / "models.config").read_text()
 
+
+def test_a_bad_model_name_is_refused_before_any_work(tmp_path, monkeypatch):
+    def no_work(*_):
+        raise AssertionError("export_model worked before checking the name")
+
+    monkeypatch.setattr(exporter, "_batches", no_work)
+    monkeypatch.setattr(common, "finish_publish", no_work)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"'my model'.*letters, digits"):
+        exporter.export_model(object(), out, ["serving"], model_name="my model")
+    assert not out.exists()
+
+
+def test_cli_bad_model_name_exits_2_before_loading(
+    tmp_path, capsys, monkeypatch
+):
+    def no_loading(*_):
+        raise AssertionError("loaded a model before checking the name")
+
+    monkeypatch.setattr(exporter, "load_source", no_loading)
+    out = tmp_path / "out"
+    code = cli.main(
+        ["export", "--genotype", "SNAS_mild", "--out", str(out)]
+        + ["--formats", "onnx", "--name", "my model"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "'my model'" in err and "letters, digits" in err
+    assert not out.exists()
