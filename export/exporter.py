@@ -5,7 +5,10 @@ under `OUT`, runs it on a fixed batch and compares it with the Keras model,
 and only when **every** artifact meets its tolerance moves them into `OUT`
 (file renames; TF Serving versions are new directories, never overwritten),
 then writes `report.json` and `report.md`. If one misses, nothing is
-published and `ExportError` names it.
+published and `ExportError` names it. Each artifact is written by its
+format's own function (`export_saved_model`, `export_tflite`, ...), and the
+TF Serving version by `serving.write_serving_layout`; the publish is
+`common.publish_journaled`.
 
 Tolerances: the float paths (SavedModel, TFLite float32, ONNX) must match
 the Keras logits to `FLOAT_TOLERANCE` absolute; the reduced-precision paths
@@ -16,14 +19,14 @@ are judged by top-1 agreement with the Keras model on a held-out batch
 import dataclasses
 import json
 import os
-import shutil
 import time
 
 import keras
 import numpy as np
 
 from snas_tf.config import RetrainConfig, load_config, write_atomic
-from snas_tf.export import common
+from snas_tf.export import common, serving
+from snas_tf.export.serving import check_model_name
 
 FLOAT_TOLERANCE = 1e-4
 FORMATS = (
@@ -188,16 +191,8 @@ def _build(name, source, stage, calibration, labels, threads, qat_options):
 
         mode = name.removeprefix("tflite_")
         path = os.path.join(stage, f"model_{mode}.tflite")
-        blob = tflite.convert_tflite(model, mode, calibration)
-        with open(path, "wb") as f:
-            f.write(blob)
-        return common.Artifact(
-            name,
-            path,
-            tflite.tflite_runner(path, num_threads=threads),
-            # float16 weights and dynamic-range int8 are not float paths.
-            quantized=mode != "fp32",
-            notes={"interpreter": tflite.interpreter_backend()},
+        return tflite.export_tflite(
+            model, path, mode, calibration, num_threads=threads
         )
     if name == "qat_int8":
         from snas_tf.export import qat, tflite
@@ -280,67 +275,6 @@ def _evaluate(artifact, fixed, held, expected_fixed, expected_held, runs):
     }
 
 
-def _publish(stage_path, final_path):
-    """Moves a staged file or directory into place, replacing an old one."""
-    shutil.rmtree(final_path + ".old", ignore_errors=True)  # a killed swap
-    if os.path.isdir(final_path):
-        old = final_path + ".old"
-        shutil.rmtree(old, ignore_errors=True)
-        os.rename(final_path, old)
-        os.rename(stage_path, final_path)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(stage_path, final_path)
-
-
-JOURNAL = ".publish.json"
-
-
-def _publish_all(out, stage, moves, serving):
-    """Moves staged paths (relative to `stage`) to the same paths under
-    `out`, as if in one step.
-
-    The list is first written to `out/.publish.json`; a publish killed
-    half-way is finished by the next `export_model` into `out`
-    (`_finish_publish`), so `out` never stays a mix of two exports.
-    """
-    os.makedirs(out, exist_ok=True)
-    journal = {
-        "stage": os.path.relpath(stage, out),
-        "moves": moves,
-        "serving": serving,
-    }
-    write_atomic(os.path.join(out, JOURNAL), json.dumps(journal) + "\n")
-    _finish_publish(out)
-
-
-def _finish_publish(out) -> bool:
-    """Completes the publish recorded in `out/.publish.json`, if any.
-
-    Each move is a rename, done only while its source is still staged, so
-    finishing twice is harmless. Returns whether there was one.
-    """
-    path = os.path.join(out, JOURNAL)
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        journal = json.load(f)
-    stage = os.path.join(out, journal["stage"])
-    for rel in journal["moves"]:
-        source, final = os.path.join(stage, rel), os.path.join(out, rel)
-        if os.path.exists(source):
-            os.makedirs(os.path.dirname(final), exist_ok=True)
-            _publish(source, final)
-    if journal["serving"]:
-        from snas_tf.export import serving
-
-        # Lists every model served from OUT/serving.
-        serving.write_models_config(os.path.join(out, "serving"))
-    os.remove(path)
-    common.remove_quietly(stage)
-    return True
-
-
 def _report_md(report):
     lines = [
         f"# Export report: {report['model_name']}",
@@ -394,19 +328,21 @@ def export_model(
         The report (also written to `out/report.json` and `report.md`).
 
     Raises:
-        ValueError: for an unknown format.
+        ValueError: for an unknown format or an invalid model name (before
+            anything is written).
         ExportError: if an artifact misses its tolerance (nothing is
             published).
     """
     formats = check_formats(formats)
+    check_model_name(model_name)
+    out = os.fspath(out)
     say = progress or (lambda *_: None)
-    if _finish_publish(str(out)):
+    if common.finish_publish(out):
         say(f"Finished the publish of an interrupted export into {out}.")
     model = source.model
     fixed, held, labels, calibration, data_desc = _batches(source)
     expected_fixed = np.asarray(model.predict(fixed, verbose=0), "float32")
     expected_held = np.asarray(model.predict(held, verbose=0), "float32")
-    out = str(out)
     stage = common.staging_dir(out)
     try:
         artifacts, rows = [], []
@@ -453,7 +389,7 @@ def export_model(
                 )
             )
         # Everything verified: stage the reports and the TF Serving version
-        # too, then publish by renames under a journal (`_publish_all`).
+        # too, then publish them all by renames under a journal.
         report = {
             "model_name": model_name,
             "genotype": source.genotype.to_string(),
@@ -467,21 +403,18 @@ def export_model(
             "artifacts": rows,
         }
         moves = [os.path.relpath(a.path, stage) for a in artifacts]
-        serving_root = None
+        version = None
         if "serving" in formats:
-            from snas_tf.export import serving
-
-            serving_root = os.path.join(out, "serving")
-            version = os.path.join(
-                "serving",
+            # Staged under the version it will have in OUT/serving.
+            version = serving.write_serving_layout(
+                os.path.join(stage, "saved_model"),
+                os.path.join(stage, "serving"),
                 model_name,
-                str(
-                    serving.next_version(os.path.join(serving_root, model_name))
+                version=serving.next_version(
+                    os.path.join(out, "serving", model_name)
                 ),
             )
-            shutil.copytree(
-                os.path.join(stage, "saved_model"), os.path.join(stage, version)
-            )
+            version = os.path.relpath(version, stage)
             report["serving_version_dir"] = version
             moves.append(version)
         write_atomic(
@@ -490,12 +423,14 @@ def export_model(
         )
         write_atomic(os.path.join(stage, "report.md"), _report_md(report))
         moves += ["report.json", "report.md"]  # last: they mark completion
-        _publish_all(out, stage, moves, serving_root is not None)
-        if serving_root is not None:
+        common.publish_journaled(
+            out, stage, moves, models_config="serving" if version else None
+        )
+        if version is not None:
             say(f"TF Serving version: {os.path.join(out, version)}")
     finally:
         # A publish that failed half-way keeps its stage for the journal.
-        if not os.path.exists(os.path.join(out, JOURNAL)):
+        if not os.path.exists(os.path.join(out, common.JOURNAL)):
             common.remove_quietly(stage)
     return report
 
@@ -505,6 +440,7 @@ __all__ = [
     "ExportError",
     "ExportSource",
     "check_formats",
+    "check_model_name",
     "export_model",
     "load_source",
 ]

@@ -44,12 +44,19 @@ MODELS_CONFIG = "models.config"
 DEFAULT_BASE_PATH = "/models"
 # TF Serving takes directories named by a non-negative integer as versions.
 _VERSION = re.compile(r"[0-9]+")
+# A model name is a directory, a models.config entry and a URL path segment
+# (`/v1/models/<name>:predict`), so no spaces, slashes or colons.
 _MODEL_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
 # Attempts to claim a version number when another writer takes it first.
 _PUBLISH_ATTEMPTS = 5
 
 
-def _check_model_name(name) -> str:
+def check_model_name(name) -> str:
+    """Returns `name` if it can name a served model.
+
+    Raises:
+        ValueError: naming `name` and the allowed characters.
+    """
     if not isinstance(name, str) or not _MODEL_NAME.fullmatch(name):
         raise ValueError(
             f"Invalid model name {name!r}: use letters, digits, '_', '.' "
@@ -82,28 +89,35 @@ def next_version(model_root) -> int:
     return max(_versions(model_root), default=0) + 1
 
 
-def write_serving_layout(saved_model_dir, serving_root, model_name) -> str:
+def write_serving_layout(
+    saved_model_dir, serving_root, model_name, version=None
+) -> str:
     """Copies a SavedModel into `serving_root/<model_name>/<version>/`.
 
     The copy is built in a hidden directory under the model directory and
-    renamed to the next version: a new directory every time, never an
-    existing one, and never a partial one.
+    renamed to its version: a new directory every time, never an existing
+    one, and never a partial one.
 
     Args:
         saved_model_dir: a SavedModel directory (holds `saved_model.pb`).
         serving_root: the model server's base directory.
-        model_name: the served model's name.
+        model_name: the served model's name (`check_model_name`).
+        version: the version to create; None: the next free one
+            (`next_version`), retried if another writer takes it first.
 
     Returns:
         The new version directory.
 
     Raises:
-        ValueError: for a directory without `saved_model.pb` or an invalid
-            model name.
-        FileExistsError: if other writers took every version tried.
+        ValueError: for a directory without `saved_model.pb`, an invalid
+            model name or a version that is not an int >= 0.
+        FileExistsError: if `version` exists, or other writers took every
+            version tried.
     """
     saved_model_dir = os.fspath(saved_model_dir)
-    _check_model_name(model_name)
+    check_model_name(model_name)
+    if version is not None:
+        _check_version(version)
     if not os.path.isfile(os.path.join(saved_model_dir, "saved_model.pb")):
         raise ValueError(
             f"{saved_model_dir!r} is not a SavedModel directory (no "
@@ -113,6 +127,10 @@ def write_serving_layout(saved_model_dir, serving_root, model_name) -> str:
     stage = common.staging_dir(model_root)
     try:
         shutil.copytree(saved_model_dir, stage, dirs_exist_ok=True)
+        if version is not None:
+            final = os.path.join(model_root, str(version))
+            common.publish_dir(stage, final)
+            return final
         for _ in range(_PUBLISH_ATTEMPTS):
             final = os.path.join(model_root, str(next_version(model_root)))
             try:
@@ -190,7 +208,7 @@ def write_models_config(
     if not model_names:
         raise ValueError(f"No models to serve under {root!r}.")
     for name in model_names:
-        _check_model_name(name)
+        check_model_name(name)
         if not _versions(os.path.join(root, name)):
             raise ValueError(
                 f"Model {name!r} has no version directory under {root!r}; "
@@ -216,7 +234,7 @@ def rest_url(host, port, model_name, version=None) -> str:
     Returns:
         `http://<host>:<port>/v1/models/<name>[/versions/<v>]:predict`.
     """
-    _check_model_name(model_name)
+    check_model_name(model_name)
     if isinstance(port, bool) or not isinstance(port, int) or port <= 0:
         raise ValueError(f"port must be a positive int, got {port!r}.")
     path = f"/v1/models/{model_name}"
@@ -337,7 +355,7 @@ def grpc_predict_request(
     import tensorflow as tf
     from tensorflow_serving.apis import predict_pb2
 
-    _check_model_name(model_name)
+    check_model_name(model_name)
     signature, name, values = _one_of(images, image_bytes)
     request = predict_pb2.PredictRequest()
     request.model_spec.name = model_name

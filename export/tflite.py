@@ -277,7 +277,11 @@ def tflite_runner(path, num_threads: int = 1) -> Runner:
 
 
 def export_tflite(
-    model, path, mode: str = "fp32", representative_images=None
+    model,
+    path,
+    mode: str = "fp32",
+    representative_images=None,
+    num_threads: int = 1,
 ) -> Artifact:
     """Converts `model` (see `convert_tflite`) and writes `path`.
 
@@ -286,9 +290,12 @@ def export_tflite(
         path: the `.tflite` file to write (its directory is created).
         mode: one of `TFLITE_MODES`.
         representative_images: calibration images, required for `"int8"`.
+        num_threads: threads of the returned runner's interpreter.
 
     Returns:
-        An `Artifact` named `tflite_<mode>`; `quantized` for `"int8"`.
+        An `Artifact` named `tflite_<mode>`; `quantized` (judged by top-1
+        agreement) for every mode but `"fp32"`: float16 weights and
+        dynamic-range int8 are not float paths either.
 
     Raises:
         ValueError: as `convert_tflite`.
@@ -300,9 +307,9 @@ def export_tflite(
     return Artifact(
         name=f"tflite_{mode}",
         path=os.fspath(path),
-        runner=tflite_runner(path),
-        quantized=mode == "int8",
-        notes={"backend": interpreter_backend(), "bytes": len(flatbuffer)},
+        runner=tflite_runner(path, num_threads=num_threads),
+        quantized=mode != "fp32",
+        notes={"interpreter": interpreter_backend(), "bytes": len(flatbuffer)},
     )
 
 

@@ -115,7 +115,9 @@ def _export_parser(sub):
         help="Config override, e.g. data.image_size=224.",
     )
     p.add_argument(
-        "--name", default="snas", help="TF Serving model name (default: snas)."
+        "--name",
+        default="snas",
+        help="TF Serving model name: letters, digits, _ . - (default: snas).",
     )
     p.add_argument(
         "--threads", type=int, default=1, help="Threads for the latency runs."
@@ -135,9 +137,15 @@ def _export_parser(sub):
 
 
 def _run_export(args):
-    from snas_tf.export.exporter import check_formats, export_model, load_source
+    from snas_tf.export.exporter import (
+        check_formats,
+        check_model_name,
+        export_model,
+        load_source,
+    )
 
-    check_formats(args.formats)  # fails before any loading
+    check_formats(args.formats)  # these fail before any loading
+    check_model_name(args.name)
     source = load_source(
         args.model_dir, args.genotype, args.config, args.override
     )

@@ -8,7 +8,7 @@ import signal
 import pytest
 from testing_utils import run_snas
 
-from snas_tf.export import exporter, serving
+from snas_tf.export import common, serving
 
 # A fresh (untrained) tiny network; three artifacts, verified in this
 # order: saved_model, tflite_fp32 (serving is the SavedModel's copy).
@@ -75,14 +75,14 @@ def test_a_killed_export_publishes_nothing_and_a_rerun_publishes_v1(
     # does first) completes version 2 without touching the staged files.
     killed = run_snas(argv, kill=["publish", "2"])
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    assert (out / exporter.JOURNAL).is_file()
+    assert (out / common.JOURNAL).is_file()
     old = json.loads((out / "report.json").read_text())
     assert old["serving_version_dir"] == os.path.join("serving", "snas", "1")
-    assert exporter._finish_publish(str(out))
+    assert common.finish_publish(str(out))
     report = json.loads((out / "report.json").read_text())
     assert report["serving_version_dir"] == os.path.join("serving", "snas", "2")
     assert sorted(os.listdir(out / "serving" / "snas")) == ["1", "2"]
     assert (
         sorted(n for n in os.listdir(out) if not n.startswith(".")) == visible
     )
-    assert not (out / exporter.JOURNAL).exists()
+    assert not (out / common.JOURNAL).exists()

@@ -6,7 +6,7 @@ import os
 import pytest
 
 from snas_tf.config import RetrainConfig, load_config
-from snas_tf.export import exporter
+from snas_tf.export import common, exporter, savedmodel, serving, tflite
 from snas_tf.trainers import cli
 from snas_tf.trainers.retrain import run_retrain
 
@@ -23,6 +23,16 @@ TINY = [
     "data.max_examples=400",
     "data.cutout=0",
     "runtime.verbose=0",
+]
+
+
+# A fresh (untrained) 2-cell, 4-channel network on 8x8 digits.
+FRESH = [
+    "child.channels=4",
+    "child.num_layers=2",
+    "data.dataset=digits",
+    "data.image_size=8",
+    "data.max_examples=400",
 ]
 
 
@@ -132,4 +142,80 @@ def test_cli_bad_input_exits_2_and_writes_nothing(
     code = cli.main(argv)
     err = capsys.readouterr().err.strip()
     assert code == 2 and named in err and len(err.splitlines()) == 1
+    assert not out.exists()
+
+
+def test_export_goes_through_the_format_functions(tmp_path, monkeypatch):
+    """`export_model` writes with the per-format functions (the ones their
+    own tests cover) and publishes with `common.publish_journaled`."""
+    calls = []
+
+    def spy(module, name):
+        real = getattr(module, name)
+
+        def wrapper(*args, **kwargs):
+            calls.append(name)
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(module, name, wrapper)
+
+    spy(savedmodel, "export_saved_model")
+    spy(tflite, "export_tflite")
+    spy(serving, "write_serving_layout")
+    spy(common, "publish_journaled")
+    monkeypatch.setattr(exporter, "FIXED_BATCH", 2)
+    monkeypatch.setattr(exporter, "HELD_OUT_BATCH", 2)
+    source = exporter.load_source(genotype="SNAS_mild", overrides=FRESH)
+    out = tmp_path / "out"
+    report = exporter.export_model(
+        source,
+        out,
+        ["serving", "tflite_fp32"],
+        model_name="tiny.v-1_a",
+        latency_runs=1,
+        progress=None,
+    )
+    assert calls == [
+        "export_saved_model",
+        "export_tflite",
+        "write_serving_layout",
+        "publish_journaled",
+    ]
+    fp32 = report["artifacts"][1]
+    assert fp32["format"] == "tflite_fp32" and fp32["passed"]
+    assert fp32["interpreter"] == tflite.interpreter_backend()  # its notes
+    assert (out / fp32["path"]).is_file()
+    version = out / "serving" / "tiny.v-1_a" / "1"
+    assert (version / "saved_model.pb").is_file()
+    assert serving.served_models(out / "serving") == ["tiny.v-1_a"]
+    assert "tiny.v-1_a" in (out / "serving" / "models.config").read_text()
+
+
+def test_a_bad_model_name_is_refused_before_any_work(tmp_path, monkeypatch):
+    def no_work(*_):
+        raise AssertionError("export_model worked before checking the name")
+
+    monkeypatch.setattr(exporter, "_batches", no_work)
+    monkeypatch.setattr(common, "finish_publish", no_work)
+    out = tmp_path / "out"
+    with pytest.raises(ValueError, match=r"'my model'.*letters, digits"):
+        exporter.export_model(object(), out, ["serving"], model_name="my model")
+    assert not out.exists()
+
+
+def test_cli_bad_model_name_exits_2_before_loading(
+    tmp_path, capsys, monkeypatch
+):
+    def no_loading(*_):
+        raise AssertionError("loaded a model before checking the name")
+
+    monkeypatch.setattr(exporter, "load_source", no_loading)
+    out = tmp_path / "out"
+    code = cli.main(
+        ["export", "--genotype", "SNAS_mild", "--out", str(out)]
+        + ["--formats", "onnx", "--name", "my model"]
+    )
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and len(err.splitlines()) == 1, err
+    assert "'my model'" in err and "letters, digits" in err
     assert not out.exists()

@@ -131,13 +131,26 @@ def test_version_taken_by_another_writer_is_skipped(
     assert os.listdir(theirs) == ["marker"]
 
 
+def test_layout_at_a_given_version_never_overwrites(saved_model_dir, tmp_path):
+    root = tmp_path / "serving"
+    version = serving.write_serving_layout(
+        saved_model_dir, root, "snas", version=7
+    )
+    assert version == str(root / "snas" / "7")
+    with pytest.raises(FileExistsError, match="7"):
+        serving.write_serving_layout(saved_model_dir, root, "snas", version=7)
+    assert sorted(os.listdir(root / "snas")) == ["7"]  # no staging left
+    with pytest.raises(ValueError, match="-1"):
+        serving.write_serving_layout(saved_model_dir, root, "snas", version=-1)
+
+
 def test_layout_rejects_bad_inputs(saved_model_dir, tmp_path):
     with pytest.raises(ValueError, match="no saved_model.pb"):
         serving.write_serving_layout(tmp_path, tmp_path / "s", "snas")
-    for name in ("", "../up", "a/b", ".hidden", 3):
+    for name in ("", "../up", "a/b", ".hidden", "my model", "a:b", 3):
         with pytest.raises(ValueError, match="Invalid model name"):
             serving.write_serving_layout(saved_model_dir, tmp_path, name)
-    assert not os.path.exists(tmp_path / "s")
+    assert os.listdir(tmp_path) == []
 
 
 # models.config --------------------------------------------------------------

@@ -18,7 +18,7 @@ import signal
 import sys
 
 from snas_tf import checkpointing
-from snas_tf.export import exporter
+from snas_tf.export import common, exporter
 from snas_tf.trainers import cli
 
 
@@ -43,7 +43,7 @@ MODES = {
         _half_write,
     ),
     "verify": (exporter, "_evaluate", True, None),
-    "publish": (exporter, "_publish", True, None),
+    "publish": (common, "_replace", True, None),
 }
 
 
