@@ -1,4 +1,4 @@
-"""`snas tune`: budget checks, scoring, resume and failures.
+"""`snas tune`: budget checks, resume and failures.
 
 One real tuning (two tiny searches on the bundled digits, run as one trial
 and then resumed to two) is shared by the module; the failure paths
@@ -8,7 +8,6 @@ substitute `run_search` and run no search.
 import csv
 import json
 import os
-import random
 import types
 
 import pytest
@@ -18,12 +17,8 @@ from snas_tf.genotype import Genotype
 from snas_tf.models import build_child_network, count_parameters, multiply_adds
 from snas_tf.search_space import SearchSpace
 from snas_tf.trainers import cli, tune
-from snas_tf.trainers.tune import (
-    budget_score,
-    measure,
-    run_tune,
-    smallest_network,
-)
+from snas_tf.trainers.tune import run_tune
+from snas_tf.tuning.budget import measure, smallest_network
 
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 SEARCH = [
@@ -229,36 +224,6 @@ def test_budget_below_smallest_network_fails_before_writing(tmp_path):
             run_tune(config, tmp_path / "run", retrain_config=retrain, **budget)
         assert text in str(e.value)
     assert not (tmp_path / "run").exists()
-
-
-def test_smallest_network_is_below_random_derivable_genotypes():
-    _, retrain = _configs()
-    space = SearchSpace(PRIMITIVES, 2)
-    smallest = smallest_network(space, "edge_all", retrain, 10)
-    for key in ("params", "madds"):
-        genotype = Genotype.from_string(smallest[f"{key}_genotype"])
-        assert measure(genotype, retrain, 10)[key == "madds"] == smallest[key]
-    rng = random.Random(0)
-
-    def random_cell():
-        # edge_all: every edge is any op; `none` drops it.
-        ops = [[rng.choice(PRIMITIVES) for _ in range(2 + j)] for j in (0, 1)]
-        return [
-            [(op, s) for s, op in enumerate(n) if op != "none"] for n in ops
-        ]
-
-    for _ in range(12):
-        genotype = Genotype(normal=random_cell(), reduce=random_cell())
-        params, madds = measure(genotype, retrain, 10)
-        assert params >= smallest["params"] and madds >= smallest["madds"]
-
-
-def test_score_ranks_every_over_budget_trial_below_in_budget_ones():
-    assert budget_score(0.0, 100, 5, max_params=100) == (0.0, True)
-    score, within = budget_score(1.0, 101, 5, max_params=100, max_madds=10)
-    assert not within and score == pytest.approx(-0.01)
-    # The worst overshoot counts.
-    assert budget_score(1.0, 50, 30, 100, 10)[0] == pytest.approx(-2.0)
 
 
 def test_every_trial_failed_raises_with_the_first_message(

@@ -1,0 +1,260 @@
+"""Where the images come from: digits, TFDS builders, image folders.
+
+Sources (`DataConfig.dataset`):
+- `"digits"`: scikit-learn's bundled 8x8 digits (1,797 real images that ship
+  inside the package), the embedded demo data, upsampled to `image_size`;
+- `"image_folder"`: `tfds.folder_dataset.ImageFolder` over
+  `data_dir/<split>/<label>/<image>`;
+- any TFDS image-classification name (`"cifar10"`, `"imagenet2012"` with
+  its manual download in `manual_dir`, ...).
+
+The search validates on a share of the training split carved out by a
+deterministic hash of the example index (SNAS.md §3), never on the test
+split unless `eval_split` asks for it. The hash needs no split slicing, which
+ImageFolder and `tfds.testing.mock_data` lack, and is the same on every
+worker; carved pipelines are therefore sharded by data under
+MultiWorkerMirroredStrategy, the others by file (`AUTO`).
+"""
+
+import dataclasses
+import os
+
+import numpy as np
+import tensorflow as tf
+
+SOURCES = ("digits", "image_folder", "<any TFDS image-classification name>")
+# Knuth's multiplicative hash: consecutive indices spread evenly over
+# [0, 2**32), so a fraction f of any index range lands below f * 2**32.
+_HASH_MULTIPLIER = 2654435761
+
+
+@dataclasses.dataclass(frozen=True)
+class _Source:
+    """One split of a data set, before any preprocessing."""
+
+    dataset: tf.data.Dataset  # (uint8 image (H, W, C), int label)
+    num_examples: int
+    num_classes: int
+    image_shape: tuple  # static (H, W, C); None for variable sizes
+
+
+def _unknown_dataset(name, cause=""):
+    return ValueError(
+        f"Unknown dataset {name!r}{cause}. Valid choices: 'digits', "
+        "'image_folder' (with data_dir), or a TFDS image-classification "
+        "name such as 'cifar10' or 'imagenet2012'."
+    )
+
+
+DIGITS_CLASSES = 10
+
+
+def num_classes(data_config) -> int:
+    """Classes of the data set, from its metadata only (no download).
+
+    Raises:
+        ValueError: for an unknown data set or a missing or empty image
+            folder.
+    """
+    if data_config.dataset == "digits":
+        return DIGITS_CLASSES
+    return _builder(data_config).info.features["label"].num_classes
+
+
+def _digits_source(split):
+    if split != "train":
+        raise ValueError(
+            f"Unknown split {split!r} for 'digits'. Valid splits: ['train'] "
+            "(validation is carved from it)."
+        )
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.round(digits.images * (255.0 / 16.0)).astype("uint8")
+    images = images[..., None]
+    labels = digits.target.astype("int64")
+    ds = tf.data.Dataset.from_tensor_slices((images, labels))
+    return _Source(ds, len(labels), DIGITS_CLASSES, images.shape[1:])
+
+
+def _builder(cfg):
+    """The TFDS builder of `cfg.dataset`, checked but not prepared."""
+    import tensorflow_datasets as tfds
+
+    if cfg.dataset == "image_folder":
+        root = cfg.data_dir and os.path.expanduser(cfg.data_dir)
+        if not root or not os.path.isdir(root):
+            raise ValueError(
+                f"data.data_dir {root!r} is not a directory; 'image_folder' "
+                "needs data_dir/<split>/<label>/<image files>."
+            )
+        builder = tfds.folder_dataset.ImageFolder(root)
+        if not builder.info.splits or not any(
+            (s.num_examples or 0) > 0 for s in builder.info.splits.values()
+        ):
+            raise ValueError(
+                f"Image folder {root!r} holds no images; expected "
+                "data_dir/<split>/<label>/<image files>."
+            )
+        return builder
+    try:
+        data_dir = cfg.data_dir and os.path.expanduser(cfg.data_dir)
+        builder = tfds.builder(cfg.dataset, data_dir=data_dir)
+    except tfds.core.registered.DatasetNotFoundError as e:
+        raise _unknown_dataset(cfg.dataset) from e
+    features = builder.info.features
+    if "image" not in features or "label" not in features:
+        raise _unknown_dataset(
+            cfg.dataset, " (it has no 'image' and 'label' features)"
+        )
+    return builder
+
+
+def _tfds_builder(cfg):
+    """The builder of `cfg.dataset`, prepared (downloaded) if need be."""
+    import tensorflow_datasets as tfds
+
+    builder = _builder(cfg)
+    if cfg.dataset != "image_folder" and not builder.is_prepared():
+        kwargs = {}
+        if builder.MANUAL_DOWNLOAD_INSTRUCTIONS:
+            manual = cfg.manual_dir and os.path.expanduser(cfg.manual_dir)
+            if (
+                not manual
+                or not os.path.isdir(manual)
+                or not os.listdir(manual)
+            ):
+                raise ValueError(
+                    f"Dataset {cfg.dataset!r} needs a manual download: "
+                    f"data.manual_dir {manual!r} is not a non-empty "
+                    "directory. "
+                    + " ".join(builder.MANUAL_DOWNLOAD_INSTRUCTIONS.split())
+                )
+            kwargs["download_config"] = tfds.download.DownloadConfig(
+                manual_dir=manual
+            )
+        try:
+            builder.download_and_prepare(**kwargs)
+        except Exception as e:  # network, disk and extraction errors
+            raise ValueError(
+                f"Could not prepare dataset {cfg.dataset!r} in "
+                f"{builder.data_dir!r}: {type(e).__name__}: "
+                f"{str(e).splitlines()[0] if str(e) else ''} Without a "
+                "network, prepare it on another machine and set "
+                "data.data_dir to a copy of its TFDS data directory."
+            ) from e
+    return builder
+
+
+def _tfds_source(builder, split, seed):
+    import tensorflow_datasets as tfds
+
+    splits = builder.info.splits
+    # Under tfds.testing.mock_data the split info is empty.
+    if splits and split not in splits:
+        raise ValueError(
+            f"Unknown split {split!r} of {builder.name!r}. Valid splits: "
+            f"{sorted(splits)}."
+        )
+    ds = builder.as_dataset(
+        split=split,
+        as_supervised=True,
+        shuffle_files=False,
+        read_config=tfds.ReadConfig(shuffle_seed=seed),
+    )
+    num = splits[split].num_examples if splits else None
+    if not num:
+        num = int(ds.reduce(0, lambda n, _: n + 1))
+    shape = builder.info.features["image"].shape
+    static = None if None in shape else tuple(shape)
+    num_classes = builder.info.features["label"].num_classes
+    return _Source(ds, num, num_classes, static)
+
+
+def _load(cfg, split, seed):
+    """The `_Source` of one split, capped at `cfg.max_examples`."""
+    if cfg.dataset == "digits":
+        source = _digits_source(split)
+    else:
+        source = _tfds_source(_tfds_builder(cfg), split, seed)
+    if cfg.max_examples and cfg.max_examples < source.num_examples:
+        source = dataclasses.replace(
+            source,
+            dataset=source.dataset.take(cfg.max_examples),
+            num_examples=cfg.max_examples,
+        )
+    return source
+
+
+def _hash_below(index, fraction):
+    """Whether `index` falls in the carved share `fraction` (tf or numpy).
+
+    The split depends on the index only, not on the run's seed: searches
+    with different seeds validate on the same examples.
+    """
+    threshold = int(fraction * 2**32)
+    if isinstance(index, np.ndarray):
+        return (index * _HASH_MULTIPLIER) % 2**32 < threshold
+    index = tf.cast(index, tf.int64)
+    return (index * _HASH_MULTIPLIER) % 2**32 < threshold
+
+
+def _carve(source, fraction):
+    """Splits a source into (train, validation) by the index hash."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(
+            f"data.validation_fraction must be in (0, 1), got {fraction!r}."
+        )
+    in_val = _hash_below(np.arange(source.num_examples), fraction)
+    n_val = int(in_val.sum())
+    if n_val == 0 or n_val == source.num_examples:
+        raise ValueError(
+            f"validation_fraction {fraction} of {source.num_examples} "
+            "examples leaves an empty split."
+        )
+    indexed = source.dataset.enumerate()
+
+    def part(keep_val):
+        ds = indexed.filter(
+            lambda i, _: tf.equal(_hash_below(i, fraction), keep_val)
+        ).map(lambda _, example: example)
+        return ds
+
+    train = dataclasses.replace(
+        source, dataset=part(False), num_examples=source.num_examples - n_val
+    )
+    val = dataclasses.replace(source, dataset=part(True), num_examples=n_val)
+    return train, val
+
+
+def is_available(data_config) -> bool:
+    """Whether the data set can be read here without a download."""
+    cfg = data_config
+    if cfg.dataset == "digits":
+        return True
+    if cfg.dataset == "image_folder":
+        return bool(cfg.data_dir) and os.path.isdir(
+            os.path.expanduser(cfg.data_dir)
+        )
+    import tensorflow_datasets as tfds
+
+    data_dir = cfg.data_dir and os.path.expanduser(cfg.data_dir)
+    try:
+        return tfds.builder(cfg.dataset, data_dir=data_dir).is_prepared()
+    except Exception:  # unknown names and unreadable directories
+        return False
+
+
+def default_eval_split(data_config) -> str:
+    """The held-out split of the retraining: `eval_split`, else the data
+    set's `test` split, else its `validation` split."""
+    if data_config.eval_split:
+        return data_config.eval_split
+    if data_config.dataset == "digits":
+        raise ValueError(
+            "'digits' has only a train split; set data.eval_split to null "
+            "and the retraining evaluates on validation_fraction of it."
+        )
+    if data_config.dataset == "imagenet2012":
+        return "validation"
+    return "test"
