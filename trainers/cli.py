@@ -442,15 +442,22 @@ def _run_demo(args):
 
 
 def main(argv=None) -> int:
-    # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) are
-    # noise for a CLI user; errors still show. An explicit setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Runs `snas ARGV` (None: the process's own command line) and returns
+    its exit status.
+
+    Run as the process's own command (`argv` None), TensorFlow's known
+    start-up lines are filtered out of stderr (`stderr_filter`) and its C++
+    INFO and WARNING lines are off (an explicit TF_CPP_MIN_LOG_LEVEL
+    wins); `--debug` keeps both, and shows tracebacks.
+    """
     parser = _Parser(
         prog="snas",
         description="SNAS: stochastic neural architecture search in Keras.",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="Show full tracebacks."
+        "--debug",
+        action="store_true",
+        help="Show full tracebacks and every TensorFlow log line.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
@@ -461,6 +468,19 @@ def main(argv=None) -> int:
     _demo_parser(sub)
     _tune_parser(sub)
     args = parser.parse_args(argv)
+    if args.debug:
+        return _dispatch(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv is not None or "tensorflow" in sys.modules:
+        return _dispatch(args)
+    from snas_tf.trainers.stderr_filter import filtered_stderr
+
+    with filtered_stderr():
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
+    """Runs the subcommand of `args`; returns the exit status."""
     commands = {
         "search": _run_search,
         "retrain": _run_retrain,
