@@ -1,8 +1,10 @@
 """Search configuration: frozen dataclasses loaded from strict YAML.
 
 Order of precedence: defaults -> YAML files (in order) -> `key=value`
-overrides. Loading is strict: an unknown key or a value of the wrong type is
-an error that names the key and the valid choices.
+overrides. Loading is strict: an unknown key, a value of the wrong type or
+outside its valid range (`snas_tf.config_checks`, which holds the range of
+every key) is an error that names the key, the value and the valid choices.
+Imports no TensorFlow, so a bad config fails fast.
 """
 
 import dataclasses
@@ -14,6 +16,7 @@ import uuid
 
 import yaml
 
+from snas_tf.config_checks import check_config
 from snas_tf.search_space import PRIMITIVES
 
 
@@ -282,15 +285,6 @@ class RetrainConfig:
         )
 
 
-# Counts that must be positive: zero or less would fail later, in the data
-# pipeline, with a message that does not name the key.
-_POSITIVE = frozenset(
-    f"{job}.{key}"
-    for job in ("search", "train")
-    for key in ("epochs", "batch_size")
-)
-
-
 def _check_value(value, annotation, key):
     """Returns `value` converted to `annotation`, or raises naming `key`."""
     if typing.get_origin(annotation) in (typing.Union, types.UnionType):
@@ -350,10 +344,6 @@ def _build(base, data, prefix=""):
             kwargs[key] = _build(getattr(base, key), value, f"{prefix}{key}.")
         else:
             kwargs[key] = _check_value(value, hint, prefix + key)
-            if prefix + key in _POSITIVE and kwargs[key] < 1:
-                raise ValueError(
-                    f"Config key {prefix + key!r} must be >= 1, got {value!r}."
-                )
     return dataclasses.replace(base, **kwargs)
 
 
@@ -409,10 +399,16 @@ def load_config(paths=(), overrides=(), config_class=Config):
 
     Raises:
         ValueError: for a missing file, invalid YAML, an unknown key or a
-            value of the wrong type (the message names it).
+            value of the wrong type or out of its range (the message names
+            it).
     """
     data = {}
     for path in paths:
+        if os.path.isdir(path):
+            raise ValueError(
+                f"Config file {str(path)!r} is a directory; expected a YAML "
+                "file."
+            )
         if not os.path.isfile(path):
             raise ValueError(f"Config file {str(path)!r} does not exist.")
         with open(path) as f:
@@ -430,7 +426,9 @@ def load_config(paths=(), overrides=(), config_class=Config):
         data = _merge(data, loaded)
     for text in overrides:
         data = _merge(data, _override_to_dict(text))
-    return _build(config_class(), data)
+    config = _build(config_class(), data)
+    check_config(config)
+    return config
 
 
 def config_to_dict(config) -> dict:

@@ -17,6 +17,24 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
 
 
+def _int_at_least(low, even=False):
+    """An argparse type: a whole number >= `low` (and even, if asked)."""
+    kind = "an even int" if even else "an int"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (even and value % 2):
+            raise argparse.ArgumentTypeError(
+                f"expected {kind} >= {low}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
 def _add_config_args(p, job):
     p.add_argument(
         "--config",
@@ -120,13 +138,22 @@ def _export_parser(sub):
         help="TF Serving model name: letters, digits, _ . - (default: snas).",
     )
     p.add_argument(
-        "--threads", type=int, default=1, help="Threads for the latency runs."
+        "--threads",
+        type=_int_at_least(1),
+        default=1,
+        help="Threads for the latency runs.",
     )
     p.add_argument(
-        "--runs", type=int, default=20, help="Latency runs (batch 1)."
+        "--runs",
+        type=_int_at_least(1),
+        default=20,
+        help="Latency runs (batch 1).",
     )
     p.add_argument(
-        "--qat-epochs", type=int, default=1, help="QAT fine-tuning epochs."
+        "--qat-epochs",
+        type=_int_at_least(1),
+        default=1,
+        help="QAT fine-tuning epochs.",
     )
     p.add_argument(
         "--prune",
@@ -190,16 +217,24 @@ def _summary_parser(sub):
         help="Network family (default: cifar).",
     )
     p.add_argument(
-        "--layers", type=int, help="Cells (default: 20 cifar, 14 imagenet)."
+        "--layers",
+        type=_int_at_least(1),
+        help="Cells (default: 20 cifar, 14 imagenet).",
     )
     p.add_argument(
         "--channels",
-        type=int,
-        help="Initial channels (default: 36 cifar, 48 imagenet).",
+        type=_int_at_least(2, even=True),
+        help="Initial channels, even (default: 36 cifar, 48 imagenet).",
     )
-    p.add_argument("--classes", type=int, help="Classes (default: 10 / 1000).")
     p.add_argument(
-        "--image-size", type=int, help="Image side (default: 32 / 224)."
+        "--classes",
+        type=_int_at_least(1),
+        help="Classes (default: 10 / 1000).",
+    )
+    p.add_argument(
+        "--image-size",
+        type=_int_at_least(1),
+        help="Image side (default: 32 / 224).",
     )
     p.add_argument("--json", action="store_true", help="Print JSON.")
     return p
@@ -312,10 +347,10 @@ def _count(text):
         value = float(text[:-1] if scale > 1 else text) * scale
     except ValueError:
         value = float("nan")
-    if not value.is_integer():
+    if not value.is_integer() or value < 1:
         raise argparse.ArgumentTypeError(
-            f"expected a whole count such as 3000000, 3e6, 3M or 2.5k, got "
-            f"{text!r}"
+            "expected a whole positive count such as 3000000, 3e6, 3M or "
+            f"2.5k, got {text!r}"
         )
     return int(value)
 
@@ -351,7 +386,7 @@ def _tune_parser(sub):
     )
     p.add_argument(
         "--max-trials",
-        type=int,
+        type=_int_at_least(1),
         default=10,
         help="Trials in all, counting those already in --model-dir "
         "(default: 10).",
@@ -449,16 +484,55 @@ def _run_demo(args):
     print(f"Outputs written to {model_dir}")
 
 
+# Subcommands whose --model-dir is read, not written.
+_READS_MODEL_DIR = ("export", "plot")
+
+
+def _check_paths(args) -> None:
+    """Fails on a path argument of the wrong kind (a file for a directory,
+    a directory for a file, a missing input) before any work, and before
+    TensorFlow is imported."""
+    from snas_tf.config_checks import path_problem
+
+    def check(flag, path, directory, must_exist):
+        if path is None:
+            return
+        if must_exist and not os.path.exists(os.path.expanduser(path)):
+            raise ValueError(f"{flag} {str(path)!r} does not exist.")
+        problem = path_problem(path, directory)
+        if problem:
+            raise ValueError(f"{flag} {problem}.")
+
+    for flag in ("--config", "--retrain-config"):
+        for path in getattr(args, flag[2:].replace("-", "_"), None) or ():
+            check(flag, path, directory=False, must_exist=True)
+    genotype = getattr(args, "genotype", None)
+    if genotype is not None and ("/" in genotype or genotype.endswith(".json")):
+        # A missing file is reported where the genotype is read; a value
+        # without "/" or ".json" is a registry name or a genotype string.
+        check("--genotype", genotype, directory=False, must_exist=False)
+    model_dir = getattr(args, "model_dir", None)
+    check("--model-dir", model_dir, True, args.command in _READS_MODEL_DIR)
+    check("--out", getattr(args, "out", None), True, False)
+
+
 def main(argv=None) -> int:
-    # TensorFlow's C++ INFO/WARNING lines (CUDA probing, CPU features) are
-    # noise for a CLI user; errors still show. An explicit setting wins.
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    """Runs `snas ARGV` (None: the process's own command line) and returns
+    its exit status.
+
+    Run as the process's own command (`argv` None), TensorFlow's known
+    start-up lines are filtered out of stderr (`stderr_filter`) and its C++
+    INFO and WARNING lines are off (an explicit TF_CPP_MIN_LOG_LEVEL
+    wins); `--debug` keeps both, and shows tracebacks.
+    """
     parser = _Parser(
         prog="snas",
         description="SNAS: stochastic neural architecture search in Keras.",
     )
     parser.add_argument(
-        "--debug", action="store_true", help="Show full tracebacks."
+        "--debug",
+        action="store_true",
+        help="Show full tracebacks and every TensorFlow log line.",
     )
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
@@ -469,6 +543,19 @@ def main(argv=None) -> int:
     _demo_parser(sub)
     _tune_parser(sub)
     args = parser.parse_args(argv)
+    if args.debug:
+        return _dispatch(args)
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if argv is not None or "tensorflow" in sys.modules:
+        return _dispatch(args)
+    from snas_tf.trainers.stderr_filter import filtered_stderr
+
+    with filtered_stderr():
+        return _dispatch(args)
+
+
+def _dispatch(args) -> int:
+    """Runs the subcommand of `args`; returns the exit status."""
     commands = {
         "search": _run_search,
         "retrain": _run_retrain,
@@ -479,6 +566,7 @@ def main(argv=None) -> int:
         "tune": _run_tune,
     }
     try:
+        _check_paths(args)
         commands[args.command](args)
     except (ValueError, TypeError) as e:
         if args.debug:

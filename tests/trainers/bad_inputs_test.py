@@ -348,12 +348,6 @@ def test_argparse_errors_are_one_line(world, capsys, case):
     assert len(lines) == 1, lines
 
 
-_TF_LOG = re.compile(
-    r"^(WARNING: All log messages before absl::InitializeLog\(\)|"
-    r"[IWEF]\d{4} \d\d:\d\d:\d\d)"
-)
-
-
 SCRIPT_CASES = (
     "override_invalid_yaml",
     "genotype_file_missing",
@@ -386,15 +380,135 @@ def scripts(tmp_path_factory):
 
 @pytest.mark.parametrize("case", SCRIPT_CASES)
 def test_console_script_prints_one_line_and_no_traceback(scripts, case):
-    """The real `snas` process: only TensorFlow's C++ start-up log lines
-    (absl's, before its logging is initialised) share stderr with the
-    error line."""
+    """The real `snas` process: the error line is all of stderr
+    (TensorFlow's start-up lines are filtered out)."""
     process, world, before, named = scripts[case]
     stdout, stderr = process.communicate(timeout=300)
-    lines = [line for line in stderr.splitlines() if not _TF_LOG.match(line)]
+    lines = stderr.splitlines()
     assert process.returncode == 2, stderr
     assert "Traceback" not in stderr
     assert len(lines) == 1 and named in lines[0], stderr
+    assert stdout == ""
+    assert snapshot(world) == before
+
+
+# Bad values the `snas` console script rejects before TensorFlow loads:
+# one per subcommand, one per path argument and per path config key.
+EARLY_CASES = {
+    "search_config_value": (
+        search("{w}/new", "--override=runtime.intra_op_threads=-1"),
+        "'runtime.intra_op_threads' must be >= 0, got -1",
+    ),
+    "retrain_config_value": (
+        retrain("{w}/new", "--override=child.channels=-12"),
+        "'child.channels' must be an even int >= 2, got -12",
+    ),
+    "export_threads": (
+        ["export", "--out={w}/new", "--genotype=SNAS_mild", "--threads=0"],
+        "--threads: expected an int >= 1, got '0'",
+    ),
+    "summary_channels": (
+        ["summary", "--genotype=SNAS_mild", "--channels=-12"],
+        "--channels: expected an even int >= 2, got '-12'",
+    ),
+    "plot_model_dir_is_a_file": (
+        ["plot", "--model-dir={w}/bad.yaml"],
+        "--model-dir '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "demo_model_dir_is_a_file": (
+        ["demo", "--model-dir={w}/bad.yaml"],
+        "--model-dir '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "tune_retrain_config_value": (
+        ["tune", "--model-dir={w}/new", "--max-params=3M"]
+        + ["--retrain-override=child.channels=3"],
+        "'child.channels' must be an even int >= 2, got 3",
+    ),
+    "config_is_a_directory": (
+        search("{w}/new", "--config={w}/empty"),
+        "--config '{w}/empty' is a directory; expected a file",
+    ),
+    "retrain_config_is_a_directory": (
+        ["tune", "--model-dir={w}/new", "--max-params=3M"]
+        + ["--retrain-config={w}/empty"],
+        "--retrain-config '{w}/empty' is a directory; expected a file",
+    ),
+    "output_model_dir_is_a_file": (
+        search("{w}/bad.yaml"),
+        "--model-dir '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "output_model_dir_inside_a_file": (
+        retrain("{w}/bad.yaml/run"),
+        "--model-dir '{w}/bad.yaml/run' is inside '{w}/bad.yaml', which is "
+        "a file",
+    ),
+    "input_model_dir_missing": (
+        ["export", "--out={w}/new", "--model-dir={w}/nope"],
+        "--model-dir '{w}/nope' does not exist",
+    ),
+    "export_out_is_a_file": (
+        ["export", "--out={w}/bad.yaml", "--genotype=SNAS_mild"],
+        "--out '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "genotype_is_a_directory": (
+        ["summary", "--genotype={w}/empty/"],
+        "--genotype '{w}/empty/' is a directory; expected a file",
+    ),
+    "data_dir_is_a_file": (
+        search("{w}/new", "--override=data.data_dir={w}/bad.yaml"),
+        "'data.data_dir': '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "manual_dir_is_a_file": (
+        retrain("{w}/new", "--override=data.manual_dir={w}/bad.yaml"),
+        "'data.manual_dir': '{w}/bad.yaml' is a file; expected a directory",
+    ),
+    "child_genotype_is_a_directory": (
+        retrain("{w}/new", "--override=child.genotype={w}/empty/"),
+        "'child.genotype': '{w}/empty/' is a directory; expected a file",
+    ),
+}
+
+
+@pytest.fixture(scope="module")
+def early_scripts(tmp_path_factory):
+    """The `snas` console script on `EARLY_CASES`, all started at once,
+    with a `tensorflow` package first on the path that fails to import:
+    a case that reaches TensorFlow fails with its traceback."""
+    fake = tmp_path_factory.mktemp("fake_tf")
+    _write(
+        fake / "tensorflow" / "__init__.py",
+        "raise ImportError('TensorFlow imported before the check')\n",
+    )
+    env = dict(os.environ, PYTHONPATH=str(fake))
+    started = {}
+    for case in EARLY_CASES:
+        world = make_world(tmp_path_factory.mktemp(case))
+        argv, named = _format(EARLY_CASES[case], world)
+        process = subprocess.Popen(
+            [SNAS, *argv],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        started[case] = (process, world, snapshot(world), named)
+    yield started
+    for process, *_ in started.values():
+        process.kill()
+        process.communicate()
+
+
+@pytest.mark.parametrize("case", EARLY_CASES)
+def test_console_script_rejects_a_bad_value_before_tensorflow(
+    early_scripts, case
+):
+    process, world, before, named = early_scripts[case]
+    stdout, stderr = process.communicate(timeout=300)
+    lines = stderr.splitlines()
+    assert process.returncode == 2, stderr
+    assert "Traceback" not in stderr
+    assert len(lines) == 1 and named in lines[0], stderr
+    assert lines[0].startswith("snas "), stderr
     assert stdout == ""
     assert snapshot(world) == before
 
