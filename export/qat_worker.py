@@ -35,9 +35,8 @@ from snas_tf.export.tflite import write_frozen_saved_model  # noqa: E402
 from snas_tf.models.child_network import build_child_network  # noqa: E402
 
 # Up to this many fine-tuning steps, Grappler's graph optimisation costs
-# more than it saves. Measured on the 3-cell, 4-channel test child: the QAT
-# model's first step 16.5 s with Grappler, 7.6 s without; later steps the
-# same (STACK-NOTES: "Grappler off: shorter first step, slower steps").
+# more than it saves: it lengthens the first step, which dominates a short
+# fine-tuning (docs/tensorflow-notes.md §4).
 _FEW_STEPS = 50
 # The twin must reproduce the Keras 3 logits up to float rounding.
 _TWIN_TOLERANCE = 1e-4
@@ -85,9 +84,8 @@ def _freeze_batch_norms(model) -> None:
 def _fine_tune(model, spec, data, callback=None):
     """Adam fine-tuning on the spec's data; returns the per-epoch losses.
 
-    A plain loop over one step traced without AutoGraph rather than `fit`:
-    8 steps of the test child took 42 s with `fit` (mostly AutoGraph and
-    tracing its train function), 7 s so. A
+    A plain loop over one step traced without AutoGraph rather than `fit`,
+    whose AutoGraph and train-function tracing dominate a few steps. A
     `callback` (TFMOT's `UpdatePruningStep`) is driven as TFMOT's guide to
     custom training loops does.
     """

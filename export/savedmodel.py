@@ -157,7 +157,7 @@ def export_saved_model(model, directory, data_config) -> None:
     # their graphs anyway, and `track` only walks the model for lookup
     # tables (a child network has none). The walk traces the model's own
     # `_default_save_signature` and retraces the endpoints: without it the
-    # export takes less than half the time (measured, Keras 3.15).
+    # export is much faster.
     archive.add_endpoint(SERVING_DEFAULT, serve)
     archive.add_endpoint(SERVING_BYTES, serve_bytes)
     parent = os.path.dirname(os.path.abspath(directory))

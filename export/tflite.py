@@ -97,12 +97,10 @@ def write_frozen_saved_model(model, path, image_shape) -> None:
     images `(None, *image_shape)` -> float32 logits, and no variables.
 
     The converter's own freezing (`from_concrete_functions`) gives NaN for
-    these Keras 3 models (STACK-NOTES); freezing first and converting the
-    frozen SavedModel gives the Keras logits (max diff ~2e-7) and is the
-    fastest route measured: for the tiny test child about 3 s per
-    conversion against about 7 s for a SavedModel with variables, and
-    5 s against 20 s for its QAT twin, whose ~700 variables make the
-    checkpoint slow to write and to read.
+    these Keras 3 models (docs/tensorflow-notes.md §6); freezing first and
+    converting the frozen SavedModel gives the Keras logits up to float
+    rounding and is the fastest route: no variables checkpoint to write
+    and read (slow for the QAT twin's hundreds of variables).
 
     Args:
         model: a Keras 3 or tf_keras model with one input and one output.

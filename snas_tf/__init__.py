@@ -7,16 +7,15 @@ Reference:
 
 import os
 
-# oneDNN kernels are off by default in TensorFlow on some x86 CPUs (AMD EPYC
-# here); measured on this project's 2-core machines, they make depthwise
-# convolutions 6-8x and a search step 2.9x faster. Only effective when set
-# before TensorFlow is imported; an explicit user setting wins.
+# oneDNN kernels are off by default in TensorFlow on some x86 CPUs; on, the
+# search's depthwise convolutions are several times faster
+# (benchmarks/README.md). Only effective when set before TensorFlow is
+# imported; an explicit user setting wins.
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
-# On CPUs without AVX-512 (AVX2 here) TensorFlow's oneDNN convolution filter
-# gradients build a new oneDNN primitive on every call unless this is off.
-# Off, they are cached: the small search setting about 6% faster a step,
-# the paper setting 1-5%, peak RSS unchanged (benchmarks/README.md). Read
+# On CPUs without AVX-512 TensorFlow's oneDNN convolution filter gradients
+# build a new oneDNN primitive on every call unless this is off; off, they
+# are cached (a faster step, the same memory: benchmarks/README.md). Read
 # when the first convolution runs.
 os.environ.setdefault("TF_MKL_OPTIMIZE_PRIMITIVE_MEMUSE", "0")
 

@@ -81,9 +81,8 @@ class FusedBatchNormalization(keras.layers.BatchNormalization):
         training = bool(training) and self.trainable
         # float32 runs the V1 kernel: TensorFlow's tape hands its gradient
         # None for the unused outputs (batch statistics, reserve spaces)
-        # where V3's gets a zeros op each, five per layer: 11% of the paper
-        # setting's traced step and 5-8 s of its trace (measured). The
-        # kernels time the same. V3 takes the 16-bit inputs.
+        # where V3's gets a zeros op each, five per layer: a much larger
+        # traced step for the same kernels. V3 takes the 16-bit inputs.
         fused = (
             tf.raw_ops.FusedBatchNorm
             if inputs.dtype == tf.float32

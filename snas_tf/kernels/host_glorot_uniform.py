@@ -1,10 +1,9 @@
 """Glorot-uniform kernels drawn by NumPy, for the search supernet.
 
 Keras' `GlorotUniform` draws each kernel with eager TensorFlow ops seeded
-from Keras' global seed generator: about eight ops, 1-3 ms, per kernel. The
-supernet has 886 kernels at the small setting and more at the paper one,
-so that was 2-5 s of its build (measured). Drawing the same distribution
-with NumPy takes microseconds.
+from Keras' global seed generator: about eight eager ops per kernel, and
+the supernet has hundreds of kernels, so seconds of its build. Drawing the
+same distribution with NumPy takes microseconds.
 """
 
 import math

@@ -9,10 +9,10 @@ convolutions shared by all those on one input (`dilated_depthwise_conv`,
 
 oneDNN's depthwise kernel computes filter gradients for filters up to 3
 wide only; TensorFlow hands a 5x5 one to oneDNN's generic convolution
-kernel, up to 2.4x slower per multiply-add than a 3x3 one on this CPU. In
-the search supernet (`sep_conv_5x5` twice, `dil_conv_5x5` once per edge)
-5x5 filter gradients were a fifth of a step at the paper setting
-(profiled, `benchmarks/README.md`).
+kernel, much slower per multiply-add than a 3x3 one. In the search
+supernet (`sep_conv_5x5` twice, `dil_conv_5x5` once per edge)
+5x5 filter gradients were a large share of a step (profiles in
+`benchmarks/README.md`).
 
 The gradient is computed by splitting the width into even and odd
 columns ("phases"). For channels-last data, reshaping `(N, H, W, C)` to
@@ -25,10 +25,6 @@ phase; shifting the input by one column first (one padding or slice
 copy) makes them a 5x2 depthwise filter in phase space. Both run on the
 depthwise kernel, and the two filter gradients, summed over the phases,
 are the 5x5 one: the same sums in another order.
-
-Measured (`benchmarks/README.md`): the 5x5 filter gradient alone 37-72%
-faster at the supernet's shapes; a search step about 8% faster at both
-benchmark settings; peak RSS +0.1-0.2 GB; the traced step 19% more ops.
 
 Only the search supernet uses it: the derived child keeps the built-in
 layer for every export toolchain.
@@ -95,8 +91,7 @@ def phase_split_filter_grad(x, dy, padding):
     # Shifted one column: output column 2w + p meets input columns
     # 2w + p - 1 and 2w + p + 1 at phase-space columns w and w + 1. The
     # copy waits for dy: made as soon as x exists, every layer's copy would
-    # live from the forward pass to its backward (+0.75 GB at the paper
-    # setting, measured).
+    # live from the forward pass to its backward.
     with tf.control_dependencies([dy]):
         if padding == "SAME":
             shifted = tf.pad(x, [[0, 0], [2, 2], [1, 1], [0, 0]])
@@ -134,9 +129,8 @@ def depthwise_conv(x, kernel, padding):
       padding and an odd filter the padding is symmetric, so the input
       gradient is the forward convolution of the output gradient with the
       filter rotated by 180 degrees (exact: the same products, summed in
-      another order). oneDNN runs the forward kernel 10-40% faster than
-      its backward-data one at the supernet's shapes (measured alone,
-      `benchmarks/README.md`).
+      another order). oneDNN runs the forward kernel faster than its
+      backward-data one at the supernet's shapes (`benchmarks/README.md`).
     - Filter gradient: `phase_split_filter_grad` where
       `phase_split_applies`.
 

@@ -2,7 +2,7 @@
 
 Keras crops with a strided slice; its gradient, `StridedSliceGrad`, is a
 slow general scatter on CPU: the crops in the search network's
-FactorizedReduce ops took 3% of a search step (profiled). `tf.slice`
+FactorizedReduce ops took a visible share of a search step. `tf.slice`
 computes the same crop, and its gradient is a zero `Pad`.
 """
 

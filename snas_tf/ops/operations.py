@@ -141,9 +141,8 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     Each 1x1 stride-2 conv is computed as a 1x1 max-pool with stride 2 (a
     subsampling) followed by a stride-1 1x1 conv: the same numbers and
     weights. With oneDNN on, TF 2.21's filter gradient of a 1x1 stride-2
-    conv corrupts the heap for few input channels (measured: 3-6 wrong in
-    nearly every call, or a glibc abort; 8-144 right): the subsampled form
-    is exact and about as fast. Checked in
+    conv corrupts the heap for few input channels (wrong values or a glibc
+    abort): the subsampled form is exact and about as fast. Checked in
     `tests/snas_tf/ops/operations_test.py`.
 
     Raises:
