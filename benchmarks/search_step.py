@@ -67,7 +67,7 @@ def _measure(setting, args):
 
     tf = harness.import_tensorflow(args.intra, args.inter)
     from snas_tf.models import SNASSupernet
-    from snas_tf.trainers.search import grappler_enabled
+    from snas_tf.runtime import grappler_enabled
     from snas_tf.training import grappler as grappler_scope
 
     cfg = harness.sizes(SETTINGS[setting], args)

@@ -40,8 +40,8 @@ from snas_tf.models import (
 )
 from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.optimizers import FusedSGD
+from snas_tf.runtime import job_runtime
 from snas_tf.strategy import make_strategy, worker_dir
-from snas_tf.trainers.search import job_runtime
 from snas_tf.training import mixed_precision
 from snas_tf.training import num_replicas as strategy_replicas
 

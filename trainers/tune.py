@@ -60,9 +60,10 @@ from snas_tf.genotype import RULES, Genotype
 from snas_tf.models import build_child_network, count_parameters, multiply_adds
 from snas_tf.models.child_network import cell_specs
 from snas_tf.ops import build_op
+from snas_tf.runtime import configure_threads
 from snas_tf.schedules import TEMPERATURE_SCHEDULES
 from snas_tf.search_space import NUM_CELL_INPUTS, SearchSpace
-from snas_tf.trainers.search import configure_threads, run_search
+from snas_tf.trainers.search import run_search
 
 ALGORITHMS = ("bayesian", "random")
 # Log-uniform ranges. The temperature ranges do not overlap, so λ never
