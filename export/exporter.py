@@ -22,7 +22,8 @@ import time
 import keras
 import numpy as np
 
-from snas_tf.config import RetrainConfig, load_config, write_atomic
+from snas_tf.atomic_files import write_atomic
+from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common
 
 FLOAT_TOLERANCE = 1e-4

@@ -28,7 +28,7 @@ from matplotlib.patches import FancyArrowPatch
 from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
-from snas_tf.config import replace_atomic
+from snas_tf.atomic_files import write_atomic
 from snas_tf.genotype import CELLS, Genotype
 from snas_tf.search_space import NUM_CELL_INPUTS, PRIMITIVES, SearchSpace
 
@@ -158,12 +158,7 @@ def _save_atomic(fig: Figure, path) -> str:
     # Rendering to memory first: a drawing error never touches the disk.
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=_DPI)
-
-    def write(tmp):
-        with open(tmp, "wb") as f:
-            f.write(buffer.getvalue())
-
-    replace_atomic(path, write)
+    write_atomic(path, buffer.getvalue())
     return os.fspath(path)
 
 

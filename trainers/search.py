@@ -14,13 +14,14 @@ import os
 
 import keras
 
+from snas_tf.atomic_files import write_atomic
 from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
 from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
     restore,
 )
-from snas_tf.config import Config, save_config, write_atomic
+from snas_tf.config import Config, save_config
 from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
 from snas_tf.models import SNASSupernet, default_search_optimizers

@@ -46,13 +46,13 @@ import keras
 import keras_tuner
 import yaml
 
+from snas_tf.atomic_files import write_atomic
 from snas_tf.config import (
     Config,
     RetrainConfig,
     config_to_dict,
     load_config,
     save_config,
-    write_atomic,
 )
 from snas_tf.data import num_classes as dataset_classes
 from snas_tf.data import search_data
