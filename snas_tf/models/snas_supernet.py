@@ -21,7 +21,7 @@ from snas_tf.layers.search_layers import SEARCH_LAYERS
 from snas_tf.layers.stochastic_mixed_edge import built_by_mixing
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
-from snas_tf.search_space import PRIMITIVES, SearchSpace
+from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
 MODES = ("snas", "darts")
 ARCH_MODES = MODES + ("argmax",)
@@ -64,11 +64,6 @@ class ArchSample(NamedTuple):
     reduce: object
     normal_index: object = None
     reduce_index: object = None
-
-
-def reduction_cells(num_cells: int) -> tuple:
-    """Indices of the reduction cells: L//3 and 2L//3, as the reference."""
-    return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
 
 
 def _image_shape(x):
