@@ -51,14 +51,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             recompute=m.recompute,
         )
     optimizer, arch_optimizer = default_search_optimizers(
-        s.epochs,
-        steps_per_epoch,
-        s.learning_rate,
-        s.learning_rate_min,
-        s.momentum,
-        s.arch_learning_rate,
-        s.arch_beta_1,
-        s.arch_beta_2,
+        s.epochs, steps_per_epoch, s
     )
     model.compile(
         optimizer=optimizer,

@@ -90,40 +90,6 @@ def _recomputed(cell):
     return tf.recompute_grad(run)
 
 
-def default_search_optimizers(
-    epochs: int,
-    steps_per_epoch: int,
-    learning_rate: float = 0.025,
-    learning_rate_min: float = 0.001,
-    momentum: float = 0.9,
-    arch_learning_rate: float = 3e-4,
-    arch_beta_1: float = 0.5,
-    arch_beta_2: float = 0.999,
-):
-    """The paper's optimizers (SNAS.md §3), defaults as published.
-
-    Weights: SGD with momentum, the learning rate cosine-decayed from
-    `learning_rate` to `learning_rate_min` over the search. Architecture:
-    Adam as in the paper (the reference's single-GPU code uses plain SGD;
-    decision: Adam). Weight decay (3e-4, 1e-3) and clipping (5, 10) are
-    `compile` arguments of `SNASSupernet`, applied as the reference does.
-
-    Returns:
-        `(optimizer, arch_optimizer)`.
-    """
-    lr = keras.optimizers.schedules.CosineDecay(
-        learning_rate,
-        decay_steps=max(1, epochs * steps_per_epoch),
-        alpha=learning_rate_min / learning_rate,
-    )
-    return (
-        FusedSGD(lr, momentum=momentum),
-        keras.optimizers.Adam(
-            arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
-        ),
-    )
-
-
 @keras.saving.register_keras_serializable(package="snas_tf")
 class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
     """The SNAS supernet: stem, L search cells, global pool, classifier.
