@@ -14,6 +14,7 @@ from keras import ops
 
 from snas_tf import resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
+from snas_tf.config import SearchConfig
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.fused_batch_norm import recomputing
 from snas_tf.layers.replica_seed import replica_uniform
@@ -394,19 +395,20 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         arch_optimizer=None,
         loss=None,
         metrics=("accuracy",),
-        weight_decay=3e-4,
-        arch_weight_decay=1e-3,
-        clipnorm=5.0,
-        arch_clipnorm=10.0,
+        weight_decay=SearchConfig.weight_decay,
+        arch_weight_decay=SearchConfig.arch_weight_decay,
+        clipnorm=SearchConfig.clipnorm,
+        arch_clipnorm=SearchConfig.arch_clipnorm,
         **kwargs,
     ):
         """Configures the search.
 
         Args:
             optimizer: optimizer of the network weights θ; default SGD
-                lr 0.025 momentum 0.9 (constant: use
-                `default_search_optimizers` for the paper's cosine decay).
-            arch_optimizer: optimizer of α; default Adam(3e-4, 0.5, 0.999).
+                with `SearchConfig`'s learning rate and momentum (constant:
+                use `default_search_optimizers` for the cosine decay).
+            arch_optimizer: optimizer of α; default Adam with
+                `SearchConfig`'s learning rate and betas.
             loss: default sparse categorical cross-entropy on logits.
             metrics: metrics of the supernet's (sampled) predictions.
             weight_decay: L2 coefficient on θ, added to the gradient after
@@ -422,10 +424,14 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
                 would clip per replica before the all-reduce.
         """
         if optimizer is None:
-            optimizer = FusedSGD(0.025, momentum=0.9)
+            optimizer = FusedSGD(
+                SearchConfig.learning_rate, momentum=SearchConfig.momentum
+            )
         if arch_optimizer is None:
             arch_optimizer = keras.optimizers.Adam(
-                3e-4, beta_1=0.5, beta_2=0.999
+                SearchConfig.arch_learning_rate,
+                beta_1=SearchConfig.arch_beta_1,
+                beta_2=SearchConfig.arch_beta_2,
             )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
