@@ -29,7 +29,7 @@ from matplotlib.path import Path
 from matplotlib.ticker import MaxNLocator
 
 from snas_tf.atomic_files import write_atomic
-from snas_tf.genotype import CELLS, Genotype
+from snas_tf.genotype import CELLS, Genotype, load_genotype
 from snas_tf.search_space import NUM_CELL_INPUTS, PRIMITIVES, SearchSpace
 
 _INPUT_NAMES = ("c_{k-2}", "c_{k-1}")
@@ -129,29 +129,6 @@ def load_history(history: "str | os.PathLike | RunHistory") -> RunHistory:
     ):
         raise _malformed(path, "'num_nodes' must be an int >= 1.")
     return RunHistory(path, tuple(epochs), primitives, num_nodes)
-
-
-def load_genotype(genotype: "Genotype | str | os.PathLike") -> Genotype:
-    """Reads a genotype.json.
-
-    Args:
-        genotype: a path, or a `Genotype` (returned as is).
-
-    Returns:
-        The `Genotype`.
-
-    Raises:
-        ValueError: naming the file when it is missing, is not JSON or does
-            not hold a valid genotype.
-    """
-    if isinstance(genotype, Genotype):
-        return genotype
-    path = os.fspath(genotype)
-    data = _read_json(path, "Genotype")
-    try:
-        return Genotype.from_dict(data)
-    except (ValueError, TypeError) as e:
-        raise ValueError(f"Malformed genotype file {path}: {e}") from e
 
 
 def _save_atomic(fig: Figure, path) -> str:

@@ -56,7 +56,7 @@ from snas_tf.config import (
 )
 from snas_tf.data import num_classes as dataset_classes
 from snas_tf.data import search_data
-from snas_tf.genotype import RULES, Genotype
+from snas_tf.genotype import RULES, Genotype, load_genotype
 from snas_tf.models import build_child_network, count_parameters, multiply_adds
 from snas_tf.models.child_network import cell_specs
 from snas_tf.ops import build_op
@@ -406,8 +406,7 @@ def trial_rows(oracle, trials_dir) -> list:
                 score=float(metric("score")),
             )
             path = os.path.join(trials_dir, trial.trial_id, "genotype.json")
-            with open(path, encoding="utf-8") as f:
-                row["genotype"] = Genotype.from_json(f.read()).to_string()
+            row["genotype"] = load_genotype(path).to_string()
         else:
             row["error"] = _error_line(trial.message)
         rows.append(row)
