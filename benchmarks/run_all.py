@@ -23,10 +23,11 @@ import pathlib
 import platform
 import subprocess
 import sys
-import tempfile
 import time
 
 import harness
+
+from snas_tf.atomic_files import write_atomic
 
 HERE = pathlib.Path(__file__).resolve().parent
 BENCHMARKS = {
@@ -160,22 +161,6 @@ def _git_commit():
     return out.stdout.strip() or None
 
 
-def write_json_atomic(path, data) -> None:
-    """Writes `data` to `path` via a temporary file and a rename."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument(
@@ -193,19 +178,17 @@ def main(argv=None):
     )
     started = datetime.datetime.now(datetime.UTC)
     benchmarks = [run_benchmark(name, args.quick) for name in args.only]
-    write_json_atomic(
-        out,
-        {
-            "started_utc": started.isoformat(timespec="seconds"),
-            "quick": args.quick,
-            "git_commit": _git_commit(),
-            "python": platform.python_version(),
-            "machine": platform.machine(),
-            "cpu_count": os.cpu_count(),
-            "peak_gflops": harness.PEAK_GFLOPS,
-            "benchmarks": benchmarks,
-        },
-    )
+    results = {
+        "started_utc": started.isoformat(timespec="seconds"),
+        "quick": args.quick,
+        "git_commit": _git_commit(),
+        "python": platform.python_version(),
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "peak_gflops": harness.PEAK_GFLOPS,
+        "benchmarks": benchmarks,
+    }
+    write_atomic(out, json.dumps(results, indent=2) + "\n")
     print(format_table(table_rows(benchmarks)))
     problems = errors(benchmarks)
     for problem in problems:

@@ -66,8 +66,9 @@ def _measure(setting, args):
     import numpy as np
 
     tf = harness.import_tensorflow(args.intra, args.inter)
+    from snas_tf.config import SearchConfig
     from snas_tf.models import SNASSupernet
-    from snas_tf.trainers.search import grappler_enabled
+    from snas_tf.runtime import grappler_enabled
     from snas_tf.training import grappler as grappler_scope
 
     cfg = harness.sizes(SETTINGS[setting], args)
@@ -84,7 +85,7 @@ def _measure(setting, args):
         num_classes=10,
         channels=cfg["channels"],
         num_cells=cfg["num_cells"],
-        penalty_strength=1.5e-3,
+        penalty_strength=SearchConfig.penalty_strength,
         **options,
     )
     model.compile(jit_compile=args.xla)

@@ -21,7 +21,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from snas_tf.config import write_atomic
+from snas_tf.atomic_files import write_atomic
 
 # The journal of a publish in progress, in the output directory.
 JOURNAL = ".publish.json"

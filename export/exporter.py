@@ -24,7 +24,8 @@ import time
 import keras
 import numpy as np
 
-from snas_tf.config import RetrainConfig, load_config, write_atomic
+from snas_tf.atomic_files import write_atomic
+from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common, serving
 from snas_tf.export.serving import check_model_name
 

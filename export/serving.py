@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from snas_tf.config import write_atomic
+from snas_tf.atomic_files import write_atomic
 from snas_tf.export import common
 from snas_tf.export.savedmodel import (
     BYTES_INPUT,

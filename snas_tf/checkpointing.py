@@ -30,12 +30,8 @@ import os
 import keras
 import numpy as np
 
-from snas_tf.config import (
-    config_to_dict,
-    load_config,
-    replace_atomic,
-    write_atomic,
-)
+from snas_tf.atomic_files import replace_atomic, write_atomic
+from snas_tf.config import config_to_dict, load_config
 
 STATE_FILE = "state.json"
 _WEIGHTS_PREFIX = "ckpt-"

@@ -9,13 +9,12 @@ Imports no TensorFlow, so a bad config fails fast.
 
 import dataclasses
 import os
-import shutil
 import types
 import typing
-import uuid
 
 import yaml
 
+from snas_tf.atomic_files import write_atomic
 from snas_tf.config_checks import check_config
 from snas_tf.search_space import PRIMITIVES
 
@@ -442,35 +441,6 @@ def config_to_dict(config) -> dict:
         return value
 
     return plain(dataclasses.asdict(config))
-
-
-def replace_atomic(path, write) -> None:
-    """Calls `write(tmp)` for a hidden temporary path beside `path` (same
-    name, so suffix checks such as Keras' `.weights.h5` pass), then renames
-    it over `path`: a crash never leaves a half-written `path`, and a
-    failed write leaves nothing behind."""
-    path = os.fspath(path)
-    directory, name = os.path.split(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    tmp = os.path.join(directory, f".tmp-{uuid.uuid4().hex[:8]}-{name}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
-        elif os.path.exists(tmp):
-            os.remove(tmp)
-
-
-def write_atomic(path, text: str) -> None:
-    """Writes `text` to `path` atomically (`replace_atomic`)."""
-
-    def write(tmp):
-        with open(tmp, "w") as f:
-            f.write(text)
-
-    replace_atomic(path, write)
 
 
 def save_config(config: Config, path) -> None:

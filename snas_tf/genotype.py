@@ -452,19 +452,34 @@ GENOTYPES: dict[str, Genotype] = {
 }
 
 
-def _from_file(path: str) -> Genotype:
-    """Reads a genotype.json; errors name the file, not its contents."""
+def load_genotype(path: "str | os.PathLike | Genotype") -> Genotype:
+    """Reads a genotype.json (e.g. a search's output); the one reader of
+    genotype files.
+
+    Args:
+        path: the file's path, or a `Genotype` (returned as is).
+
+    Returns:
+        The `Genotype`.
+
+    Raises:
+        ValueError: naming the file (not its contents) when it is missing,
+            is not JSON or does not hold a valid genotype.
+    """
+    if isinstance(path, Genotype):
+        return path
+    path = os.fspath(path)
     if not os.path.isfile(path):
         raise ValueError(f"Genotype file {path!r} does not exist.")
     try:
         with open(path, encoding="utf-8") as f:
-            data = json.loads(f.read())
+            data = json.load(f)
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ValueError(f"Invalid JSON in genotype file {path!r}: {e}") from e
     try:
         return Genotype.from_dict(data)
     except (TypeError, ValueError) as e:
-        raise type(e)(f"Invalid genotype file {path!r}: {e}") from e
+        raise ValueError(f"Invalid genotype file {path!r}: {e}") from e
 
 
 def get_genotype(spec: "str | os.PathLike | Genotype") -> Genotype:
@@ -490,7 +505,7 @@ def get_genotype(spec: "str | os.PathLike | Genotype") -> Genotype:
         isinstance(spec, str)
         and (os.path.isfile(spec) or spec.endswith(".json"))
     ):
-        return _from_file(os.fspath(spec))
+        return load_genotype(spec)
     if isinstance(spec, str) and spec.lstrip().startswith("{"):
         return Genotype.from_json(spec)
     if isinstance(spec, str) and "=" in spec:
@@ -510,4 +525,5 @@ __all__ = [
     "Genotype",
     "derive_genotype",
     "get_genotype",
+    "load_genotype",
 ]

@@ -1,4 +1,5 @@
-"""`FusedSGD`: Keras' SGD with momentum, one TF op per variable.
+"""`FusedSGD`: Keras' SGD with momentum, one TF op per variable; and
+`default_search_optimizers`, the search's two optimizers from its config.
 
 Keras' SGD builds about ten graph ops per variable and step (casts, two
 multiplies, a subtract, an assign, an add, reads). The supernet has over a
@@ -13,6 +14,8 @@ goes too: the learning rate is read once per step.
 
 import keras
 import tensorflow as tf
+
+from snas_tf.config import SearchConfig
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -63,3 +66,37 @@ class FusedSGD(keras.optimizers.SGD):
             use_locking=False,
             use_nesterov=False,
         )
+
+
+def default_search_optimizers(
+    epochs: int, steps_per_epoch: int, search: SearchConfig | None = None
+):
+    """The paper's optimizers (SNAS.md §3) with the values of `search`.
+
+    Weights: SGD with momentum, the learning rate cosine-decayed from
+    `search.learning_rate` to `search.learning_rate_min` over the search.
+    Architecture: Adam as in the paper (the reference's single-GPU code
+    uses plain SGD; decision: Adam). Weight decay and clipping are
+    `compile` arguments of `SNASSupernet`, applied as the reference does.
+
+    Args:
+        epochs: search epochs, the length of the cosine decay.
+        steps_per_epoch: optimizer steps per epoch.
+        search: a `SearchConfig` for the learning rates, momentum and Adam
+            betas; None: its defaults, the paper's values.
+
+    Returns:
+        `(optimizer, arch_optimizer)`.
+    """
+    s = SearchConfig() if search is None else search
+    lr = keras.optimizers.schedules.CosineDecay(
+        s.learning_rate,
+        decay_steps=max(1, epochs * steps_per_epoch),
+        alpha=s.learning_rate_min / s.learning_rate,
+    )
+    return (
+        FusedSGD(lr, momentum=s.momentum),
+        keras.optimizers.Adam(
+            s.arch_learning_rate, beta_1=s.arch_beta_1, beta_2=s.arch_beta_2
+        ),
+    )

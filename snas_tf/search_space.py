@@ -6,6 +6,8 @@ output that concatenates the intermediate nodes. Intermediate node `j` sums
 one mixed edge from every earlier node, so a 4-node cell has
 2 + 3 + 4 + 5 = 14 edges. Edges are numbered node by node, inputs in
 ascending order; that numbering is the row order of the architecture logits.
+A network stacks L cells; `reduction_cells` names the ones that halve the
+resolution, in the supernet and in the child networks alike.
 
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
@@ -41,6 +43,11 @@ def check_primitive(name: str, primitives=PRIMITIVES) -> str:
             f"Unknown primitive {name!r}. Expected one of {tuple(primitives)}."
         )
     return name
+
+
+def reduction_cells(num_cells: int) -> tuple:
+    """Indices of the reduction cells: L//3 and 2L//3, as the reference."""
+    return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -11,7 +11,8 @@ gets a new TF Serving version.
 
 import os
 
-from snas_tf.config import RetrainConfig, load_config, write_atomic
+from snas_tf.atomic_files import write_atomic
+from snas_tf.config import RetrainConfig, load_config
 
 DEMO_FORMATS = ("saved_model", "serving", "tflite_int8", "onnx")
 

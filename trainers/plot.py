@@ -10,7 +10,7 @@ and, for a search, `alpha.png` (softmax(α) of the last epoch) and
 import os
 
 from snas_tf import plots
-from snas_tf.genotype import CELLS
+from snas_tf.genotype import CELLS, load_genotype
 
 _EXPECTED = (
     "expected a `snas search` or `snas retrain` output directory holding "
@@ -44,7 +44,7 @@ def run_plot(model_dir) -> list[str]:
         )
     # Both files are read and checked before anything is written: a
     # malformed one fails the job with no plots half made.
-    genotype = plots.load_genotype(genotype_path) if has_genotype else None
+    genotype = load_genotype(genotype_path) if has_genotype else None
     history = None
     if os.path.isfile(history_path):
         history = plots.load_history(history_path)

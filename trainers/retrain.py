@@ -18,18 +18,14 @@ import os
 
 import keras
 
+from snas_tf.atomic_files import replace_atomic, write_atomic
 from snas_tf.callbacks import DropPathScheduler
 from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
     restore,
 )
-from snas_tf.config import (
-    RetrainConfig,
-    replace_atomic,
-    save_config,
-    write_atomic,
-)
+from snas_tf.config import RetrainConfig, save_config
 from snas_tf.data import retrain_data
 from snas_tf.genotype import get_genotype
 from snas_tf.models import (
@@ -40,8 +36,8 @@ from snas_tf.models import (
 )
 from snas_tf.models.child_trainer import ChildTrainer
 from snas_tf.optimizers import FusedSGD
+from snas_tf.runtime import job_runtime
 from snas_tf.strategy import make_strategy, worker_dir
-from snas_tf.trainers.search import job_runtime
 from snas_tf.training import mixed_precision
 from snas_tf.training import num_replicas as strategy_replicas
 

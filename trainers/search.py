@@ -9,64 +9,25 @@ heatmaps, curves; `snas plot`). Every file is written
 under a temporary name and renamed.
 """
 
-import contextlib
 import json
 import os
 
 import keras
-import tensorflow as tf
 
+from snas_tf.atomic_files import write_atomic
 from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
 from snas_tf.checkpointing import (
     check_resume_config,
     fit_resumable,
     restore,
 )
-from snas_tf.config import Config, save_config, write_atomic
+from snas_tf.config import Config, save_config
 from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
 from snas_tf.models import SNASSupernet, default_search_optimizers
+from snas_tf.runtime import job_runtime
 from snas_tf.strategy import make_strategy
-from snas_tf.training import grappler, mixed_precision
-
-
-def configure_threads(runtime) -> None:
-    """Sets TF's thread pools; must run before TensorFlow runs any op."""
-    try:
-        if runtime.intra_op_threads:
-            tf.config.threading.set_intra_op_parallelism_threads(
-                runtime.intra_op_threads
-            )
-        if runtime.inter_op_threads:
-            tf.config.threading.set_inter_op_parallelism_threads(
-                runtime.inter_op_threads
-            )
-    except RuntimeError:
-        # TF already initialised (e.g. a second job in one process): keep
-        # the pools it has.
-        pass
-
-
-@contextlib.contextmanager
-def job_runtime(runtime, search: bool):
-    """A job's runtime settings: threads, seeds and op determinism
-    (`runtime.deterministic`), set on entry (before TensorFlow runs any
-    op), and Grappler (`runtime.grappler`, see `grappler_enabled`) for
-    the job's duration only. `search` says the job is a supernet search."""
-    configure_threads(runtime)
-    keras.utils.set_random_seed(runtime.seed)
-    if runtime.deterministic:
-        tf.config.experimental.enable_op_determinism()
-    with grappler(grappler_enabled(runtime.grappler, search)):
-        yield
-
-
-def grappler_enabled(setting, search: bool) -> bool:
-    """`runtime.grappler` resolved: null is off for a search on a machine
-    without a GPU, on otherwise (see `RuntimeConfig`)."""
-    if setting is not None:
-        return setting
-    return not search or bool(tf.config.list_physical_devices("GPU"))
+from snas_tf.training import mixed_precision
 
 
 def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
@@ -91,14 +52,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             fast_kernels=config.runtime.fast_kernels,
         )
     optimizer, arch_optimizer = default_search_optimizers(
-        s.epochs,
-        steps_per_epoch,
-        s.learning_rate,
-        s.learning_rate_min,
-        s.momentum,
-        s.arch_learning_rate,
-        s.arch_beta_1,
-        s.arch_beta_2,
+        s.epochs, steps_per_epoch, s
     )
     model.compile(
         optimizer=optimizer,

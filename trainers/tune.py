@@ -23,13 +23,15 @@ Reference:
 
 import os
 
-from snas_tf.config import Config, RetrainConfig, save_config, write_atomic
+from snas_tf.atomic_files import write_atomic
+from snas_tf.config import Config, RetrainConfig, save_config
 from snas_tf.data import num_classes as dataset_classes
 from snas_tf.data import search_data
 from snas_tf.genotype import Genotype
+from snas_tf.runtime import configure_threads
 from snas_tf.schedules import TEMPERATURE_SCHEDULES
 from snas_tf.search_space import SearchSpace
-from snas_tf.trainers.search import configure_threads, run_search
+from snas_tf.trainers.search import run_search
 from snas_tf.tuning.budget import check_budget, smallest_network
 from snas_tf.tuning.report import (
     budget_text,

@@ -7,7 +7,8 @@ from snas_tf.models.child_network import (
     inference_model,
     multiply_adds,
 )
-from snas_tf.models.snas_supernet import SNASSupernet, default_search_optimizers
+from snas_tf.models.snas_supernet import SNASSupernet
+from snas_tf.optimizers import default_search_optimizers
 
 __all__ = [
     "SNASSupernet",

@@ -32,9 +32,8 @@ import keras
 
 from snas_tf.genotype import Genotype, get_genotype
 from snas_tf.layers.drop_path import DropPath
-from snas_tf.models.snas_supernet import reduction_cells
 from snas_tf.ops import batch_norm, build_op, factorized_reduce, relu_conv_bn
-from snas_tf.search_space import NUM_CELL_INPUTS
+from snas_tf.search_space import NUM_CELL_INPUTS, reduction_cells
 
 NETWORKS = ("cifar", "imagenet")
 # DARTS model.py: the CIFAR stem has 3C channels.

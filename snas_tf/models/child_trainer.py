@@ -17,6 +17,7 @@ import tensorflow as tf
 from keras import ops
 
 from snas_tf import training
+from snas_tf.config import TrainConfig
 from snas_tf.optimizers import FusedSGD
 
 
@@ -27,7 +28,8 @@ class ChildTrainer(training.SingleFunctionTrainStep, keras.Model):
         network: a model from `build_child_network`, with outputs
             `[logits, aux_logits]` (auxiliary head) or `logits`.
         num_classes: classes of the classifier.
-        auxiliary_weight: weight of the auxiliary loss (reference: 0.4).
+        auxiliary_weight: weight of the auxiliary loss (default:
+            `TrainConfig`'s, the reference's).
         label_smoothing: label smoothing (reference ImageNet: 0.1).
         **kwargs: `keras.Model` arguments.
     """
@@ -36,7 +38,7 @@ class ChildTrainer(training.SingleFunctionTrainStep, keras.Model):
         self,
         network,
         num_classes,
-        auxiliary_weight=0.4,
+        auxiliary_weight=TrainConfig.auxiliary_weight,
         label_smoothing=0.0,
         **kwargs,
     ):
@@ -69,16 +71,17 @@ class ChildTrainer(training.SingleFunctionTrainStep, keras.Model):
     def compile(
         self,
         optimizer=None,
-        weight_decay=3e-4,
-        clipnorm=5.0,
+        weight_decay=TrainConfig.weight_decay,
+        clipnorm=TrainConfig.clipnorm,
         jit_compile="auto",
         **kwargs,
     ):
         """Configures the retraining.
 
         Args:
-            optimizer: default SGD(0.025, momentum 0.9); must not clip by
-                itself (the step clips the global gradient).
+            optimizer: default SGD with `TrainConfig`'s learning rate
+                (constant) and momentum; must not clip by itself (the step
+                clips the global gradient).
             weight_decay: coupled L2 coefficient, as the reference's
                 PyTorch SGD.
             clipnorm: global-norm clip of the global batch's gradient.
@@ -88,7 +91,9 @@ class ChildTrainer(training.SingleFunctionTrainStep, keras.Model):
                 metrics: the step defines them).
         """
         if optimizer is None:
-            optimizer = FusedSGD(0.025, momentum=0.9)
+            optimizer = FusedSGD(
+                TrainConfig.learning_rate, momentum=TrainConfig.momentum
+            )
         optimizer = keras.optimizers.get(optimizer)
         training.check_no_clipping(optimizer)
         model_jit, wrap = training.replica_jit(self, jit_compile)

@@ -14,6 +14,7 @@ from keras import ops
 
 from snas_tf import kernels, resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
+from snas_tf.config import SearchConfig
 from snas_tf.kernels.tracing import (
     built_by_mixing,
     recomputing,
@@ -23,7 +24,7 @@ from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
-from snas_tf.search_space import PRIMITIVES, SearchSpace
+from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
 MODES = ("snas", "darts")
 ARCH_MODES = MODES + ("argmax",)
@@ -44,11 +45,6 @@ class ArchSample(NamedTuple):
     reduce: object
     normal_index: object = None
     reduce_index: object = None
-
-
-def reduction_cells(num_cells: int) -> tuple:
-    """Indices of the reduction cells: L//3 and 2L//3, as the reference."""
-    return tuple(sorted({num_cells // 3, 2 * num_cells // 3}))
 
 
 def _image_shape(x):
@@ -73,40 +69,6 @@ def _recomputed(cell):
         return cell(s0, s1, z, None, training=True)
 
     return tf.recompute_grad(run)
-
-
-def default_search_optimizers(
-    epochs: int,
-    steps_per_epoch: int,
-    learning_rate: float = 0.025,
-    learning_rate_min: float = 0.001,
-    momentum: float = 0.9,
-    arch_learning_rate: float = 3e-4,
-    arch_beta_1: float = 0.5,
-    arch_beta_2: float = 0.999,
-):
-    """The paper's optimizers (SNAS.md §3), defaults as published.
-
-    Weights: SGD with momentum, the learning rate cosine-decayed from
-    `learning_rate` to `learning_rate_min` over the search. Architecture:
-    Adam as in the paper (the reference's single-GPU code uses plain SGD;
-    decision: Adam). Weight decay (3e-4, 1e-3) and clipping (5, 10) are
-    `compile` arguments of `SNASSupernet`, applied as the reference does.
-
-    Returns:
-        `(optimizer, arch_optimizer)`.
-    """
-    lr = keras.optimizers.schedules.CosineDecay(
-        learning_rate,
-        decay_steps=max(1, epochs * steps_per_epoch),
-        alpha=learning_rate_min / learning_rate,
-    )
-    return (
-        FusedSGD(lr, momentum=momentum),
-        keras.optimizers.Adam(
-            arch_learning_rate, beta_1=arch_beta_1, beta_2=arch_beta_2
-        ),
-    )
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
@@ -427,19 +389,20 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         arch_optimizer=None,
         loss=None,
         metrics=("accuracy",),
-        weight_decay=3e-4,
-        arch_weight_decay=1e-3,
-        clipnorm=5.0,
-        arch_clipnorm=10.0,
+        weight_decay=SearchConfig.weight_decay,
+        arch_weight_decay=SearchConfig.arch_weight_decay,
+        clipnorm=SearchConfig.clipnorm,
+        arch_clipnorm=SearchConfig.arch_clipnorm,
         **kwargs,
     ):
         """Configures the search.
 
         Args:
             optimizer: optimizer of the network weights θ; default SGD
-                lr 0.025 momentum 0.9 (constant: use
-                `default_search_optimizers` for the paper's cosine decay).
-            arch_optimizer: optimizer of α; default Adam(3e-4, 0.5, 0.999).
+                with `SearchConfig`'s learning rate and momentum (constant:
+                use `default_search_optimizers` for the cosine decay).
+            arch_optimizer: optimizer of α; default Adam with
+                `SearchConfig`'s learning rate and betas.
             loss: default sparse categorical cross-entropy on logits.
             metrics: metrics of the supernet's (sampled) predictions.
             weight_decay: L2 coefficient on θ, added to the gradient after
@@ -455,10 +418,14 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
                 would clip per replica before the all-reduce.
         """
         if optimizer is None:
-            optimizer = FusedSGD(0.025, momentum=0.9)
+            optimizer = FusedSGD(
+                SearchConfig.learning_rate, momentum=SearchConfig.momentum
+            )
         if arch_optimizer is None:
             arch_optimizer = keras.optimizers.Adam(
-                3e-4, beta_1=0.5, beta_2=0.999
+                SearchConfig.arch_learning_rate,
+                beta_1=SearchConfig.arch_beta_1,
+                beta_2=SearchConfig.arch_beta_2,
             )
         if loss is None:
             loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

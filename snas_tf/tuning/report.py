@@ -9,8 +9,8 @@ import csv
 import io
 import os
 
-from snas_tf.config import write_atomic
-from snas_tf.genotype import Genotype
+from snas_tf.atomic_files import write_atomic
+from snas_tf.genotype import load_genotype
 from snas_tf.tuning.tuner import HYPERPARAMETERS
 
 COLUMNS = (
@@ -54,8 +54,7 @@ def trial_rows(oracle, trials_dir) -> list:
                 score=float(metric("score")),
             )
             path = os.path.join(trials_dir, trial.trial_id, "genotype.json")
-            with open(path, encoding="utf-8") as f:
-                row["genotype"] = Genotype.from_json(f.read()).to_string()
+            row["genotype"] = load_genotype(path).to_string()
         else:
             row["error"] = _error_line(trial.message)
         rows.append(row)

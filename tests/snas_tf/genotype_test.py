@@ -10,6 +10,7 @@ from snas_tf.genotype import (
     Genotype,
     derive_genotype,
     get_genotype,
+    load_genotype,
 )
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
@@ -268,3 +269,47 @@ def test_get_genotype_from_compact_string():
 def test_get_genotype_unknown_name():
     with pytest.raises(ValueError, match="'SNAS_wild'.*SNAS_mild.*DARTS_V2"):
         get_genotype("SNAS_wild")
+
+
+# --- load_genotype ---------------------------------------------------------
+
+
+def test_load_genotype_reads_a_file_and_passes_a_genotype_through(tmp_path):
+    genotype = GENOTYPES["SNAS_aggressive"]
+    path = tmp_path / "genotype.json"
+    path.write_text(genotype.to_json(indent=2))
+    assert load_genotype(path) == genotype
+    assert load_genotype(str(path)) == genotype
+    assert load_genotype(genotype) is genotype
+
+
+@pytest.mark.parametrize(
+    "content, problem",
+    [
+        (None, "does not exist"),
+        ('{"format_version": 1, "normal": [', "Invalid JSON"),
+        (b"\xff\xfe", "Invalid JSON"),
+        ("[1]", "Invalid genotype file"),
+        ('{"format_version": 1, "normal": [[["x", 0]]]}', "Invalid genotype"),
+        (
+            '{"format_version": 1, "normal": [["sep_conv_3x3"]], "reduce": []}',
+            "Invalid genotype file",
+        ),
+    ],
+    ids=["missing", "not_json", "not_utf8", "a_list", "no_reduce", "bad_edge"],
+)
+def test_a_bad_genotype_file_is_a_value_error_naming_it(
+    tmp_path, content, problem
+):
+    path = tmp_path / "runs" / "genotype.json"
+    if content is not None:
+        path.parent.mkdir()
+        if isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    for reader in (load_genotype, get_genotype):
+        with pytest.raises(ValueError, match=problem) as info:
+            reader(str(path))
+        message = str(info.value)
+        assert str(path) in message and "\n" not in message

@@ -1,8 +1,10 @@
 import keras
 import numpy as np
+import pytest
 import tensorflow as tf
 
-from snas_tf.optimizers import FusedSGD
+from snas_tf.config import SearchConfig
+from snas_tf.optimizers import FusedSGD, default_search_optimizers
 
 
 def _train(optimizer, steps=3):
@@ -85,3 +87,30 @@ def test_one_op_per_variable_and_the_fallbacks():
         keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)),
         FusedSGD,
     )
+
+
+def test_default_search_optimizers_take_the_search_config():
+    search = SearchConfig(
+        learning_rate=0.5,
+        learning_rate_min=0.05,
+        momentum=0.7,
+        arch_learning_rate=0.01,
+        arch_beta_1=0.6,
+        arch_beta_2=0.9,
+    )
+    sgd, adam = default_search_optimizers(4, 5, search)
+    assert float(sgd.learning_rate) == pytest.approx(0.5)
+    sgd.iterations.assign(20)  # the end of the cosine decay
+    assert float(sgd.learning_rate) == pytest.approx(0.05)
+    assert sgd.momentum == pytest.approx(0.7)
+    assert float(adam.learning_rate) == pytest.approx(0.01)
+    assert (adam.beta_1, adam.beta_2) == (0.6, 0.9)
+
+
+def test_default_search_optimizers_default_to_the_config_defaults():
+    s = SearchConfig()
+    sgd, adam = default_search_optimizers(1, 1)
+    assert float(sgd.learning_rate) == pytest.approx(s.learning_rate)
+    assert sgd.momentum == pytest.approx(s.momentum)
+    assert float(adam.learning_rate) == pytest.approx(s.arch_learning_rate)
+    assert (adam.beta_1, adam.beta_2) == (s.arch_beta_1, s.arch_beta_2)

@@ -117,24 +117,3 @@ def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
     logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"]).all()
     assert not np.array_equal(model.arch_logits_normal.numpy(), before)
-
-
-@pytest.mark.parametrize(
-    "value, search, enabled",
-    [
-        ("false", False, False),
-        ("true", True, True),
-        # null: the measured default, off for a search on a CPU-only
-        # machine (the test machines have no GPU), on for retraining.
-        ("null", True, False),
-        ("null", False, True),
-    ],
-)
-def test_runtime_grappler_resolves_per_job(value, search, enabled):
-    import tensorflow as tf
-
-    from snas_tf.trainers.search import grappler_enabled
-
-    assert not tf.config.list_physical_devices("GPU")
-    runtime = load_config([], [f"runtime.grappler={value}"]).runtime
-    assert grappler_enabled(runtime.grappler, search) is enabled
