@@ -11,7 +11,7 @@ $(STAMP): setup.py pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e '.[test]'
 	# The maintained TFLite runtime; without its pinned numpy/protobuf, which
-	# would replace TensorFlow's (STACK-NOTES). Falls back to tf.lite.
+	# would replace TensorFlow's (docs/tensorflow-notes.md §11). Falls back to tf.lite.
 	$(PY) -m pip install --quiet --no-deps 'ai-edge-litert==2.3.0'
 	touch $(STAMP)
 

@@ -26,10 +26,11 @@ setup(
         "keras==3.15.*",
         "tf_keras==2.21.*",
         "tensorflow-datasets==4.9.10",
-        # tfds imports it on the download path (STACK-NOTES).
+        # tfds imports it on the download path (docs/tensorflow-notes.md §10).
         "importlib_resources>=6",
         "keras-tuner==1.4.8",
-        # keras-tuner imports tensorboard on the TF backend (STACK-NOTES).
+        # keras-tuner imports tensorboard on the TF backend
+        # (docs/tensorflow-notes.md §9).
         "tensorboard==2.21.*",
         "tensorflow-model-optimization==0.8.1",
         "onnx==1.23.*",

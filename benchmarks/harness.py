@@ -222,7 +222,8 @@ def import_tensorflow(intra, inter):
     # isort: split
     import tensorflow as tf
 
-    # STACK-NOTES: intra 1 / inter 2 was fastest here for these graphs.
+    # docs/tensorflow-notes.md §4: intra 1 / inter 2 was fastest for these
+    # graphs.
     tf.config.threading.set_intra_op_parallelism_threads(intra)
     tf.config.threading.set_inter_op_parallelism_threads(inter)
     return tf

@@ -2,7 +2,7 @@
 
 The Keras model is traced as a `tf.function` whose input signature leaves
 the batch dimension free, converted with `tf2onnx.convert.from_function`
-(STACK-NOTES "Export": `from_function`, `from_keras` and
+(docs/tensorflow-notes.md §6: `from_function`, `from_keras` and
 `model.export(format="onnx")` all run; `from_function` keeps the input
 name and the dynamic batch under our control), checked with
 `onnx.checker` and written atomically.
@@ -22,8 +22,9 @@ import tf2onnx
 
 from snas_tf.export.common import Runner, remove_quietly
 
-# Opset 17 is the first with LayerNormalization and the one STACK-NOTES
-# verified; the newest is whatever the installed tf2onnx knows.
+# Opset 17 is the first with LayerNormalization and the one verified
+# (docs/tensorflow-notes.md §6); the newest is whatever the installed
+# tf2onnx knows.
 MIN_OPSET = 17
 MAX_OPSET = max(tf2onnx.constants.OPSET_TO_IR_VERSION)
 OUTPUT_NAME = "logits"

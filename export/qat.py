@@ -4,7 +4,8 @@ TFMOT quantises only Keras 2 models, so the fine-tuning runs on the child
 network's `tf_keras` twin (`build_child_network(...,
 layers=tf_keras.layers)`: same layer names), with the Keras 3 model's
 weights copied by layer name. `import tensorflow_model_optimization` sets
-`TF_USE_LEGACY_KERAS=1` for the rest of its process (STACK-NOTES), after
+`TF_USE_LEGACY_KERAS=1` for the rest of its process
+(docs/tensorflow-notes.md §7), after
 which `tf.keras` means Keras 2; so `quantization_aware_int8` runs all of it
 in a child process (`python -m snas_tf.export.qat_worker`) and the
 caller's process never imports TFMOT.

@@ -21,7 +21,8 @@ import tempfile
 import time
 
 # Before TensorFlow is imported: TFMOT sets it on import anyway
-# (STACK-NOTES); setting it first keeps `tf.keras` one thing all along.
+# (docs/tensorflow-notes.md §7); setting it first keeps `tf.keras` one
+# thing all along.
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
@@ -144,7 +145,8 @@ def _prune(model, spec, data):
     """Magnitude pruning of the Conv2D kernels, fine-tuned, stripped.
 
     The classifier (tiny and the most sensitive) and the depthwise kernels
-    (which `prune_low_magnitude` does not prune, STACK-NOTES) stay dense.
+    (which `prune_low_magnitude` does not prune, docs/tensorflow-notes.md
+    §7) stay dense.
     """
     schedule = tfmot.sparsity.keras.ConstantSparsity(
         spec["sparsity"], begin_step=0, frequency=1

@@ -14,7 +14,8 @@
 
 The model reaches the converter as a SavedModel of its inference function
 with the variables frozen to constants (`write_frozen_saved_model`):
-`from_concrete_functions` gives NaN for these models (STACK-NOTES), and
+`from_concrete_functions` gives NaN for these models
+(docs/tensorflow-notes.md §6), and
 the SavedModel of `model.export` (what `from_keras_model` writes for a
 Keras 3 model) took about 4x as long to write and to convert.
 
@@ -52,7 +53,7 @@ def _interpreter_class():
         from ai_edge_litert.interpreter import Interpreter
     except ImportError:
         # tf.lite.Interpreter warns it is deprecated, but gives identical
-        # outputs (STACK-NOTES).
+        # outputs (docs/tensorflow-notes.md §6).
         return tf.lite.Interpreter, "tf.lite"
     return Interpreter, "ai_edge_litert"
 

@@ -45,7 +45,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """The search procedure (SNAS.md §2-4 defaults).
+    """The search procedure (docs/method.md §2-4 defaults).
 
     Attributes:
         epochs: search epochs (paper: 150).
@@ -214,7 +214,7 @@ class ChildConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TrainConfig:
-    """The retraining procedure (SNAS.md §6; defaults: CIFAR-10).
+    """The retraining procedure (docs/method.md §6; defaults: CIFAR-10).
 
     Attributes:
         epochs: training epochs (CIFAR 600, ImageNet 250).

@@ -394,7 +394,7 @@ def derive_genotype(
     return genotype
 
 
-# Published cells. SNAS: SNAS.md §5 (edges not listed are `none`);
+# Published cells. SNAS: docs/method.md §5 (edges not listed are `none`);
 # DARTS_V2: Liu et al., "DARTS", ICLR 2019, genotypes.py.
 GENOTYPES: dict[str, Genotype] = {
     "SNAS_mild": Genotype(

@@ -71,7 +71,7 @@ class FusedSGD(keras.optimizers.SGD):
 def default_search_optimizers(
     epochs: int, steps_per_epoch: int, search: SearchConfig | None = None
 ):
-    """The paper's optimizers (SNAS.md §3) with the values of `search`.
+    """The paper's optimizers (docs/method.md §3) with the values of `search`.
 
     Weights: SGD with momentum, the learning rate cosine-decayed from
     `search.learning_rate` to `search.learning_rate_min` over the search.

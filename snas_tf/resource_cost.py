@@ -70,8 +70,8 @@ def op_cost(
     """Cost of one op on an edge with `channels` channels in and out.
 
     Implements the reference code's per-op `size`, `flops` and `mac`
-    (SNAS App. F; SNAS.md §4) with C = `channels`, H = `input_size` and the
-    output side y = H (stride 1) or ceil(H / 2) (stride 2, the side a
+    (SNAS App. F; docs/method.md §4) with C = `channels`, H = `input_size`
+    and the output side y = H (stride 1) or ceil(H / 2) (stride 2, the side a
     padded 3x3 stride-2 window gives; the reference writes H // 2, which
     agrees for the even sizes it uses).
 

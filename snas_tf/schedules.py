@@ -4,7 +4,7 @@ SNAS anneals the Concrete temperature λ towards zero so that the relaxed
 samples approach one-hot architectures (§2.2). The reference code anneals
 linearly from 1.0 to 0.03, stepped at the start of each epoch, but hard-codes
 150 epochs; here the schedule spans the configured number of epochs
-(SNAS.md §2, decision).
+(docs/method.md §2, decision).
 """
 
 import math

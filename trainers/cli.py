@@ -5,34 +5,15 @@ one line naming the bad value and exit with status 2; `--debug` shows the
 traceback instead.
 """
 
-import argparse
 import os
 import sys
 
-
-class _Parser(argparse.ArgumentParser):
-    """argparse with its errors on one line (no usage block first)."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} -h)\n")
-
-
-def _int_at_least(low, even=False):
-    """An argparse type: a whole number >= `low` (and even, if asked)."""
-    kind = "an even int" if even else "an int"
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            value = None
-        if value is None or value < low or (even and value % 2):
-            raise argparse.ArgumentTypeError(
-                f"expected {kind} >= {low}, got {text!r}"
-            )
-        return value
-
-    return parse
+from snas_tf.trainers.cli_args import (
+    Parser,
+    check_paths,
+    count,
+    int_at_least,
+)
 
 
 def _add_config_args(p, job):
@@ -139,19 +120,19 @@ def _export_parser(sub):
     )
     p.add_argument(
         "--threads",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="Threads for the latency runs.",
     )
     p.add_argument(
         "--runs",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=20,
         help="Latency runs (batch 1).",
     )
     p.add_argument(
         "--qat-epochs",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=1,
         help="QAT fine-tuning epochs.",
     )
@@ -218,22 +199,22 @@ def _summary_parser(sub):
     )
     p.add_argument(
         "--layers",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help="Cells (default: 20 cifar, 14 imagenet).",
     )
     p.add_argument(
         "--channels",
-        type=_int_at_least(2, even=True),
+        type=int_at_least(2, even=True),
         help="Initial channels, even (default: 36 cifar, 48 imagenet).",
     )
     p.add_argument(
         "--classes",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help="Classes (default: 10 / 1000).",
     )
     p.add_argument(
         "--image-size",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         help="Image side (default: 32 / 224).",
     )
     p.add_argument("--json", action="store_true", help="Print JSON.")
@@ -340,21 +321,6 @@ def _run_plot(args):
     print(f"Plots written to {os.path.join(args.model_dir, 'plots')}")
 
 
-def _count(text):
-    """A budget: a whole positive count such as 3000000, 3e6, 3M or 2.5k."""
-    scale = {"k": 10**3, "m": 10**6, "g": 10**9}.get(text[-1:].lower(), 1)
-    try:
-        value = float(text[:-1] if scale > 1 else text) * scale
-    except ValueError:
-        value = float("nan")
-    if not value.is_integer() or value < 1:
-        raise argparse.ArgumentTypeError(
-            "expected a whole positive count such as 3000000, 3e6, 3M or "
-            f"2.5k, got {text!r}"
-        )
-    return int(value)
-
-
 def _tune_parser(sub):
     p = sub.add_parser(
         "tune",
@@ -374,19 +340,19 @@ def _tune_parser(sub):
     _add_config_args(p, "tune")
     p.add_argument(
         "--max-params",
-        type=_count,
+        type=count,
         help="Budget of trainable parameters of the retrained child, "
         "auxiliary head excluded (e.g. 3e6 or 3M).",
     )
     p.add_argument(
         "--max-madds",
-        type=_count,
+        type=count,
         help="Budget of multiply-adds per image of the retrained child "
         "(e.g. 600M). Give this and/or --max-params.",
     )
     p.add_argument(
         "--max-trials",
-        type=_int_at_least(1),
+        type=int_at_least(1),
         default=10,
         help="Trials in all, counting those already in --model-dir "
         "(default: 10).",
@@ -485,37 +451,6 @@ def _run_demo(args):
 
 
 # Subcommands whose --model-dir is read, not written.
-_READS_MODEL_DIR = ("export", "plot")
-
-
-def _check_paths(args) -> None:
-    """Fails on a path argument of the wrong kind (a file for a directory,
-    a directory for a file, a missing input) before any work, and before
-    TensorFlow is imported."""
-    from snas_tf.config_checks import path_problem
-
-    def check(flag, path, directory, must_exist):
-        if path is None:
-            return
-        if must_exist and not os.path.exists(os.path.expanduser(path)):
-            raise ValueError(f"{flag} {str(path)!r} does not exist.")
-        problem = path_problem(path, directory)
-        if problem:
-            raise ValueError(f"{flag} {problem}.")
-
-    for flag in ("--config", "--retrain-config"):
-        for path in getattr(args, flag[2:].replace("-", "_"), None) or ():
-            check(flag, path, directory=False, must_exist=True)
-    genotype = getattr(args, "genotype", None)
-    if genotype is not None and ("/" in genotype or genotype.endswith(".json")):
-        # A missing file is reported where the genotype is read; a value
-        # without "/" or ".json" is a registry name or a genotype string.
-        check("--genotype", genotype, directory=False, must_exist=False)
-    model_dir = getattr(args, "model_dir", None)
-    check("--model-dir", model_dir, True, args.command in _READS_MODEL_DIR)
-    check("--out", getattr(args, "out", None), True, False)
-
-
 def main(argv=None) -> int:
     """Runs `snas ARGV` (None: the process's own command line) and returns
     its exit status.
@@ -525,7 +460,7 @@ def main(argv=None) -> int:
     INFO and WARNING lines are off (an explicit TF_CPP_MIN_LOG_LEVEL
     wins); `--debug` keeps both, and shows tracebacks.
     """
-    parser = _Parser(
+    parser = Parser(
         prog="snas",
         description="SNAS: stochastic neural architecture search in Keras.",
     )
@@ -566,7 +501,7 @@ def _dispatch(args) -> int:
         "tune": _run_tune,
     }
     try:
-        _check_paths(args)
+        check_paths(args)
         commands[args.command](args)
     except (ValueError, TypeError) as e:
         if args.debug:

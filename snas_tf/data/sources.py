@@ -9,7 +9,7 @@ Sources (`DataConfig.dataset`):
   its manual download in `manual_dir`, ...).
 
 The search validates on a share of the training split carved out by a
-deterministic hash of the example index (SNAS.md §3), never on the test
+deterministic hash of the example index (docs/method.md §3), never on the test
 split unless `eval_split` asks for it. The hash needs no split slicing, which
 ImageFolder and `tfds.testing.mock_data` lack, and is the same on every
 worker; carved pipelines are therefore sharded by data under

@@ -22,7 +22,7 @@ from keras import ops
 # still below 1.0 in float32 (1 - 1e-10 would round to 1.0).
 _LOW = 1e-10
 _HIGH = 1.0 - 1e-7
-# [C] clamps Z and the density's terms at 1e-4 (SNAS.md §4).
+# [C] clamps Z and the density's terms at 1e-4 (docs/method.md §4).
 DENSITY_CLAMP = 1e-4
 
 

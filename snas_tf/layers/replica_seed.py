@@ -4,7 +4,7 @@ Under a `tf.distribute` strategy a layer's `keras.random.SeedGenerator`
 state is a mirrored variable: every replica reads the same seed and would
 draw the same numbers (the same Gumbel noise, the same drop-path masks).
 Folding the replica id into the seed gives each replica its own stream
-while the generator stays one variable (SNAS.md §2 decision); without a
+while the generator stays one variable (docs/method.md §2 decision); without a
 strategy, or on one replica, the seed is used as is.
 """
 

@@ -22,6 +22,7 @@ from snas_tf.kernels.tracing import (
 )
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.replica_seed import replica_uniform
+from snas_tf.models.eager_build import BuildsBeforeFit
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
@@ -47,20 +48,6 @@ class ArchSample(NamedTuple):
     reduce_index: object = None
 
 
-def _image_shape(x):
-    """(None, H, W, C) of a batch of images given to `fit`, if knowable
-    without reading the data (arrays, tensors, tf.data element specs)."""
-    if isinstance(x, tf.data.Dataset):
-        spec = x.element_spec
-        spec = spec[0] if isinstance(spec, (tuple, list)) else spec
-        shape = getattr(spec, "shape", None)
-    else:
-        shape = getattr(x, "shape", None)
-    if shape is None or len(shape) != 4:
-        return None
-    return (None,) + tuple(shape[1:])
-
-
 def _recomputed(cell):
     """`cell` in training mode under `tf.recompute_grad`: its op outputs
     are not kept for the backward pass but computed again there."""
@@ -72,7 +59,9 @@ def _recomputed(cell):
 
 
 @keras.saving.register_keras_serializable(package="snas_tf")
-class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
+class SNASSupernet(
+    BuildsBeforeFit, training.SingleFunctionTrainStep, keras.Model
+):
     """The SNAS supernet: stem, L search cells, global pool, classifier.
 
     Owns the architecture logits (log α), one `(num_edges, num_ops)`
@@ -305,7 +294,7 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
 
         The seed generator's state is a mirrored variable, so every replica
         would read the same seed; `replica_uniform` folds in the replica id,
-        giving each replica its own noise (SNAS.md §2 decision).
+        giving each replica its own noise (docs/method.md §2 decision).
         """
         shape = (2,) + tuple(self.arch_logits_normal.shape)
         uniform = replica_uniform(shape, self.noise_seed)
@@ -452,37 +441,10 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         self.clipnorm = clipnorm
         self.arch_clipnorm = arch_clipnorm
         # Built here, inside the caller's strategy scope: lazy building in
-        # the traced step fails under a strategy (STACK-NOTES).
+        # the traced step fails under a strategy (docs/tensorflow-notes.md §1).
         self.arch_optimizer.build(self.arch_variables)
         if self.built:
             self._build_training_state()
-
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """`keras.Model.fit`, building the model from the data's shape first
-        so that no variable is created inside the traced step."""
-        if not self.built:
-            shape = _image_shape(x)
-            if shape is not None:
-                with self.distribute_strategy.scope():
-                    self.build(shape)
-        return super().fit(x, y, *args, **kwargs)
-
-    def _build_training_state(self):
-        """Creates the optimizer slots and metric variables eagerly.
-
-        A tf.function that creates variables on its first call is traced a
-        second time; for the supernet's large graph that doubled the first
-        step. With the model built before `fit`, nothing is created inside
-        the traced steps.
-        """
-        with tf.init_scope(), short_variable_names():
-            if not self.optimizer.built:
-                self.optimizer.build(self.weight_variables)
-            y = ops.zeros((1,), dtype="int32")
-            y_pred = ops.zeros((1, self.num_classes))
-            self.compute_loss(y=y, y_pred=y_pred)
-            self.compute_metrics(None, y, y_pred, None)
-            self.reset_metrics()
 
     def _loss_and_gradients(self, x, y, sample_weight, noise):
         """Forward pass, one loss, one backward pass (SNAS §3.1).
@@ -534,13 +496,6 @@ class SNASSupernet(training.SingleFunctionTrainStep, keras.Model):
         # The child accuracy is measured in test_step only.
         logs.pop(self.child_accuracy.name, None)
         return logs
-
-    def _ensure_built(self, x):
-        # Without a strategy Keras defers building to the first trace of the
-        # step, and this step calls `forward`, not `__call__`.
-        # build() also creates the optimizer slots (the model is compiled).
-        if not self.built:
-            self.build(tuple(x.shape))
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)

@@ -6,7 +6,7 @@ and multiply-adds per image (`snas summary` counts the same way).
 
 Objective (maximised): the child accuracy without retraining, i.e.
 `val_child_accuracy` of the last search epoch (the supernet in argmax mode,
-SNAS.md §6), when the child is within every given budget; otherwise
+docs/method.md §6), when the child is within every given budget; otherwise
 `-(max_k value_k / budget_k - 1)`, minus how far (as a fraction) the worst
 metric overshoots its budget. An accuracy is in [0, 1] and an overshoot is
 > 0, so every over-budget trial ranks below every in-budget one, and the
@@ -81,7 +81,8 @@ def _cheapest_edges(j, count, input_stride, cheapest, exclude=()):
     for source in range(NUM_CELL_INPUTS + j):
         if source in exclude:
             continue
-        # SNAS.md §1: edges leaving a reduction cell's inputs have stride 2.
+        # docs/method.md §1: edges leaving a reduction cell's inputs have
+        # stride 2.
         stride = input_stride if source < NUM_CELL_INPUTS else 1
         cost, op = cheapest(stride)
         edges.append((cost, source, op))

@@ -27,7 +27,7 @@ from snas_tf.tuning.budget import budget_score, measure
 
 ALGORITHMS = ("bayesian", "random")
 # Log-uniform ranges. The temperature ranges do not overlap, so λ never
-# rises; they bracket the reference's 1.0 -> 0.03 (SNAS.md §2).
+# rises; they bracket the reference's 1.0 -> 0.03 (docs/method.md §2).
 RANGES = {
     "penalty_strength": (1e-5, 1e-1),
     "temperature_initial": (0.5, 5.0),

@@ -1,4 +1,4 @@
-"""Tests for snas_tf.resource_cost (SNAS §2.4, App. F; SNAS.md §4)."""
+"""Tests for snas_tf.resource_cost (SNAS §2.4, App. F; docs/method.md §4)."""
 
 import math
 
@@ -23,7 +23,7 @@ from snas_tf.resource_cost import (
 )
 from snas_tf.search_space import PRIMITIVES, SearchSpace
 
-# SNAS.md §4 for C = 16, H = 32, worked by hand.
+# docs/method.md §4 for C = 16, H = 32, worked by hand.
 # Stride 1: y = 32, y² = 1024. Stride 2: y = 16, y² = 256.
 #   pool:   FLOPs 9·y²·C; MAC 2·y²·C (s1), 5·y²·C (s2).
 #   skip:   s1 MAC 2·C·H² = 32768; s2 FactorizedReduce size 2·16·8 = 256,

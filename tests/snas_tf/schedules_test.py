@@ -1,4 +1,4 @@
-"""Tests for snas_tf.schedules (SNAS §2.2; SNAS.md §2, temperature)."""
+"""Tests for snas_tf.schedules (SNAS §2.2; docs/method.md §2, temperature)."""
 
 import math
 from itertools import pairwise

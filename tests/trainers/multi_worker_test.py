@@ -3,7 +3,8 @@ MultiWorkerMirroredStrategy (TF_CONFIG on 127.0.0.1), through the Keras
 shim of snas_tf.distribute_compat, against the same retrain on one device.
 
 A worker whose peer never comes hangs forever and ignores SIGTERM
-(STACK-NOTES), so every process gets a deadline and is SIGKILLed by PID.
+(docs/tensorflow-notes.md §3), so every process gets a deadline and is
+SIGKILLed by PID.
 """
 
 import json

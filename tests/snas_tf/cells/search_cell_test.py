@@ -1,4 +1,7 @@
-"""Tests for snas_tf.cells.search_cell (SNAS §2.1, App. G.1; SNAS.md §1)."""
+"""Tests for snas_tf.cells.search_cell.
+
+SNAS §2.1, App. G.1; docs/method.md §1.
+"""
 
 import keras
 import numpy as np

@@ -9,7 +9,7 @@ from testing_utils import assert_config_round_trip, assert_keras_file_round_trip
 from snas_tf.kernels.fused_batch_norm import FusedBatchNormalization
 
 SHAPE = (2, 8, 8, 4)
-# PyTorch-style settings, as the ops build them (SNAS.md §1).
+# PyTorch-style settings, as the ops build them (docs/method.md §1).
 KWARGS = dict(momentum=0.9, epsilon=1e-5)
 
 

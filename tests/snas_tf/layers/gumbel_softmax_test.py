@@ -1,4 +1,6 @@
-"""Tests for snas_tf.layers.gumbel_softmax (SNAS §2.2, Eq. 1-5; SNAS.md §2).
+"""Tests for snas_tf.layers.gumbel_softmax.
+
+SNAS §2.2, Eq. 1-5; docs/method.md §2.
 
 Stochastic code gets analytic assertions. Every draw comes from
 `tf.random.stateless_uniform` with a fixed seed, so the tests are

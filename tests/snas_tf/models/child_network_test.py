@@ -1,4 +1,4 @@
-"""Tests of the child networks (SNAS §3.2-3.3, Tables 2-3; SNAS.md §5-6).
+"""Tests of the child networks (SNAS §3.2-3.3, Tables 2-3; docs/method.md §5-6).
 
 The paper figures are pinned on full-size builds made once per module;
 behaviour is tested on tiny networks (4 channels, 3 cells).

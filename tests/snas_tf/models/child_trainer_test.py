@@ -1,4 +1,4 @@
-"""Tests of the retraining step (SNAS §3.2; SNAS.md §6)."""
+"""Tests of the retraining step (SNAS §3.2; docs/method.md §6)."""
 
 import keras
 import numpy as np

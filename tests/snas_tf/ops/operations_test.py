@@ -1,4 +1,7 @@
-"""Tests for snas_tf.ops.operations (SNAS §2.1, App. G.1; SNAS.md §1, §4)."""
+"""Tests for snas_tf.ops.operations.
+
+SNAS §2.1, App. G.1; docs/method.md §1, §4.
+"""
 
 import math
 
@@ -14,7 +17,8 @@ from snas_tf.search_space import PRIMITIVES
 C = 4
 BATCH = 2
 
-# Conv-kernel parameter counts for C channels (SNAS.md §4, "size" column).
+# Conv-kernel parameter counts for C channels (docs/method.md §4, the
+# "size" column).
 # Strides change shapes, never kernel sizes, so the counts hold for both.
 EXPECTED_CONV_PARAMS = {
     "none": 0,
@@ -146,7 +150,7 @@ def test_conv_parameter_counts_match_reference_formulas(primitive, stride):
 @pytest.mark.parametrize("size", [8, 7])
 @pytest.mark.parametrize("kernel_size", [3, 5])
 def test_stride_2_dil_conv_equals_the_strided_dilated_conv(kernel_size, size):
-    # SNAS.md §1: the reference pads by 2 (3x3) or 4 (5x5) and runs a
+    # docs/method.md §1: the reference pads by 2 (3x3) or 4 (5x5) and runs a
     # dilation-2, stride-2 depthwise conv. TF refuses that combination, so
     # the reference here is the stride-1 dilated conv on the explicitly
     # padded input, subsampled afterwards: the same numbers.
