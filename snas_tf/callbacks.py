@@ -12,6 +12,7 @@ import keras
 import numpy as np
 
 from snas_tf import resource_cost
+from snas_tf.config import SearchConfig
 from snas_tf.genotype import derive_genotype
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.drop_path import DropPath
@@ -32,7 +33,13 @@ class TemperatureScheduler(keras.callbacks.Callback):
         schedule: `"linear"` (reference) or `"exponential"`.
     """
 
-    def __init__(self, epochs, initial=1.0, final=0.03, schedule="linear"):
+    def __init__(
+        self,
+        epochs,
+        initial=SearchConfig.temperature_initial,
+        final=SearchConfig.temperature_final,
+        schedule=SearchConfig.temperature_schedule,
+    ):
         super().__init__()
         # Validates the arguments once, before training starts.
         temperature_at(0, epochs, initial, final, schedule)

@@ -148,15 +148,10 @@ class RuntimeConfig:
             epoch (0: at epoch ends only); a killed job run again with the
             same command resumes from the newest checkpoint.
         grappler: TF's graph optimiser (Grappler): true, false, or null
-            (default) for the measured choice: off for a search on a
-            machine without a GPU, on otherwise (retraining, and GPUs,
-            where its layout optimiser matters). Off, measured on the
-            2-core CPU, means of 3 interleaved pairs: the search's first
-            step falls from 73 to 60 s at the small setting (every pair)
-            and from 139 to 133 s at the paper one (noise +-20 s); the step
-            is the same within noise (small 0.89 -> 0.85 s, paper 5.96 ->
-            5.88 s); peak memory rises 4-9%; with `model.recompute` the
-            paper step was 7.8 s on, 6.5 s off.
+            (default): off for a search on a machine without a GPU, where
+            it lengthens the first step and not shortens the others; on
+            otherwise (retraining, and GPUs, where its layout optimiser
+            matters). Figures in `benchmarks/README.md`.
         fast_kernels: build the search supernet from `snas_tf.kernels`'
             faster stand-ins of the Keras layers (same math); false builds
             it from plain Keras layers (slower; for checking, and for

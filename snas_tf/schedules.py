@@ -15,8 +15,8 @@ TEMPERATURE_SCHEDULES = ("linear", "exponential")
 def temperature_at(
     epoch: int,
     epochs: int,
-    initial: float = 1.0,
-    final: float = 0.03,
+    initial: float,
+    final: float,
     schedule: str = "linear",
 ) -> float:
     """Temperature λ for 0-based `epoch` of a search of `epochs` epochs.

@@ -14,7 +14,7 @@ from keras import ops
 
 from snas_tf import kernels, resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
-from snas_tf.config import SearchConfig
+from snas_tf.config import ModelConfig, SearchConfig
 from snas_tf.kernels.tracing import (
     built_by_mixing,
     recomputing,
@@ -124,14 +124,14 @@ class SNASSupernet(
     def __init__(
         self,
         num_classes=10,
-        channels=16,
-        num_cells=8,
-        num_nodes=4,
+        channels=ModelConfig.channels,
+        num_cells=ModelConfig.num_cells,
+        num_nodes=ModelConfig.num_nodes,
         primitives=PRIMITIVES,
-        stem_multiplier=3,
-        mode="snas",
-        resource_estimator="reparametrization",
-        penalty_strength=1.5e-3,
+        stem_multiplier=ModelConfig.stem_multiplier,
+        mode=SearchConfig.mode,
+        resource_estimator=SearchConfig.resource_estimator,
+        penalty_strength=SearchConfig.penalty_strength,
         seed=0,
         recompute=False,
         fast_kernels=True,
