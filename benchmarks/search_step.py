@@ -55,11 +55,20 @@ def add_model_flags(parser):
         help="tf.recompute_grad per cell (less memory, more compute); "
         "with N, for the first N cells only (model.recompute).",
     )
+    parser.add_argument(
+        "--plain-kernels",
+        action="store_true",
+        help="build the supernet from plain Keras layers instead of "
+        "snas_tf.kernels (runtime.fast_kernels: false).",
+    )
 
 
 def supernet_options(args) -> dict:
     """`SNASSupernet` keyword arguments from the model flags."""
-    return {"recompute": args.recompute}
+    return {
+        "recompute": args.recompute,
+        "fast_kernels": not args.plain_kernels,
+    }
 
 
 def _measure(setting, args):
