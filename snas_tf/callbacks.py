@@ -13,7 +13,7 @@ import numpy as np
 
 from snas_tf import resource_cost
 from snas_tf.config import SearchConfig
-from snas_tf.genotype import derive_genotype
+from snas_tf.genotype import count_weightless, derive_genotype
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.drop_path import DropPath
 from snas_tf.schedules import temperature_at
@@ -63,7 +63,9 @@ class SearchMonitor(keras.callbacks.Callback):
     next epoch and TensorBoard): `temperature`, `entropy_normal`,
     `entropy_reduce` (mean over edges of the entropy of softmax(α), in nats;
     log(num_ops) is uniform), and `expected_size`, `expected_flops`,
-    `expected_mac` (expected cost of all cells under softmax(α)). The derived
+    `expected_mac` (expected cost of all cells under softmax(α)),
+    `weightless_normal` and `weightless_reduce` (edges of the derived cells
+    whose op holds no weights: `count_weightless`). The derived
     genotype is not a number: it is kept, per epoch, in `self.genotypes`
     (compact strings) and `self.records`, with `alpha_normal` and
     `alpha_reduce`: softmax(α) per edge, as nested lists [edge][op] in the
@@ -104,6 +106,8 @@ class SearchMonitor(keras.callbacks.Callback):
         genotype = derive_genotype(
             logits["normal"], logits["reduce"], self.rule, model.search_space
         )
+        for t in logits:
+            logs[f"weightless_{t}"] = count_weightless(genotype, t, self.rule)
         self.genotypes.append(genotype.to_string())
         alphas = {
             f"alpha_{t}": keras.ops.convert_to_numpy(

@@ -11,6 +11,7 @@ under a temporary name and renamed.
 
 import json
 import os
+import sys
 
 import keras
 
@@ -23,7 +24,7 @@ from snas_tf.checkpointing import (
 )
 from snas_tf.config import Config, save_config
 from snas_tf.data import search_data
-from snas_tf.genotype import derive_genotype
+from snas_tf.genotype import derive_genotype, holds_weights
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.runtime import job_runtime
 from snas_tf.strategy import make_strategy
@@ -141,6 +142,7 @@ def _search(config: Config, model_dir, callbacks) -> dict:
         s.derivation_rule,
         model.search_space,
     )
+    _warn_if_collapsed(genotype)
     genotype_path = os.path.join(model_dir, "genotype.json")
     write_atomic(genotype_path, genotype.to_json(indent=2) + "\n")
     records = {
@@ -162,6 +164,20 @@ def _search(config: Config, model_dir, callbacks) -> dict:
         "model_dir": str(model_dir),
         "genotype_path": genotype_path,
     }
+
+
+def _warn_if_collapsed(genotype) -> None:
+    """One line when the derived normal cell holds no weights at all."""
+    if not any(
+        holds_weights(op, "normal", source)
+        for _, source, op in genotype.edges("normal")
+    ):
+        print(
+            "Warning: the derived normal cell has no parametric op (only "
+            "pools, skips and none): a parameter-free collapse; see "
+            "weightless_normal in history.json.",
+            file=sys.stderr,
+        )
 
 
 def _columns(epochs):

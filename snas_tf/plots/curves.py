@@ -42,6 +42,10 @@ def _panels(history: RunHistory) -> list[tuple[str, list[str]]]:
             "expected_mac",
         ],
         "loss": [],
+        "weightless ops in the derived cells": [
+            "weightless_normal",
+            "weightless_reduce",
+        ],
     }
     taken = {k for group in fixed.values() for k in group}
     panels = {t: [k for k in group if k in keys] for t, group in fixed.items()}
