@@ -313,8 +313,17 @@ def _check_logits(logits, search_space: SearchSpace, cell: str) -> np.ndarray:
             f"{cell} logits have shape {array.shape}; expected {expected} "
             "(num_edges, num_ops)."
         )
-    if not np.all(np.isfinite(array)):
-        raise ValueError(f"{cell} logits contain NaN or inf: {array}.")
+    bad = np.argwhere(~np.isfinite(array))
+    if len(bad):
+        where = "; ".join(
+            f"edge {e}, op {search_space.primitives[k]!r}: {array[e, k]}"
+            for e, k in bad[:4]
+        )
+        more = f" (and {len(bad) - 4} more)" if len(bad) > 4 else ""
+        raise ValueError(
+            f"{cell} logits contain NaN or inf at {where}{more}; the "
+            "architecture logits must be finite."
+        )
     return array
 
 

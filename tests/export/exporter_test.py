@@ -1,12 +1,16 @@
 """Tests of `snas export`: every format written, verified, published."""
 
+import dataclasses
 import json
 import os
 
+import numpy as np
 import pytest
+from testing_utils import fit_probe
 
-from snas_tf.config import RetrainConfig, load_config
-from snas_tf.export import common, exporter, savedmodel, serving, tflite
+from snas_tf.config import RetrainConfig, load_config, save_config
+from snas_tf.data import make_pipelines
+from snas_tf.export import common, exporter, onnx, savedmodel, serving, tflite
 from snas_tf.trainers import cli
 from snas_tf.trainers.retrain import run_retrain
 
@@ -45,12 +49,67 @@ def model_dir(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="module")
+def fresh_dir(tmp_path_factory):
+    """What `load_source` reads from a retraining (config.yaml,
+    genotype.json, model.keras), for a fresh network: the CLI's input
+    checks without a retraining."""
+    path = tmp_path_factory.mktemp("fresh")
+    source = exporter.load_source(genotype="SNAS_moderate", overrides=FRESH)
+    save_config(source.config, path / "config.yaml")
+    (path / "genotype.json").write_text(source.genotype.to_json(indent=2))
+    source.model.save(path / "model.keras")
+    return path
+
+
+@pytest.fixture(scope="module")
+def probed():
+    """A fresh network whose logits separate the digits (`fit_probe`), so
+    that int8 top-1 agreement means something without a retraining."""
+    source = exporter.load_source(genotype="SNAS_moderate", overrides=FRESH)
+    # Plain training images: RetrainConfig's cutout 16 would blank 8x8.
+    data = dataclasses.replace(source.config.data, augment="none", cutout=0)
+    images, labels = next(
+        iter(make_pipelines(data, batch_size=128).train.as_numpy_iterator())
+    )
+    fit_probe(source.model, images, labels, 10)
+    return source
+
+
 def _files(root):
     return sorted(
         os.path.relpath(os.path.join(d, f), root)
         for d, _, files in os.walk(root)
         for f in files
     )
+
+
+def _reloaded_runner(row, path):
+    if row["format"] == "saved_model":
+        return savedmodel.saved_model_runner(path)
+    if row["format"] == "onnx":
+        return onnx.onnx_runner(path)
+    return tflite.tflite_runner(path)  # tflite_* and qat_int8
+
+
+def _check_rows_against_the_published_files(source, out, report):
+    """Each row's figures, computed again from its published file and the
+    Keras model on the exporter's batches (`_batches` is seeded)."""
+    fixed, held, *_ = exporter._batches(source)
+    expected_fixed = source.model.predict(fixed, verbose=0)
+    expected_held = np.argmax(source.model.predict(held, verbose=0), -1)
+    for row in report["artifacts"]:
+        path = out / row["path"]
+        assert row["bytes"] == common.size_bytes(path), row
+        runner = _reloaded_runner(row, str(path))
+        diff = float(np.max(np.abs(runner(fixed) - expected_fixed)))
+        agreement = float(np.mean(np.argmax(runner(held), -1) == expected_held))
+        assert row["max_abs_diff"] == pytest.approx(diff, rel=1e-3, abs=1e-7)
+        assert row["top1_agreement"] == pytest.approx(agreement)
+        if row["format"] in exporter.MIN_AGREEMENT:
+            assert agreement >= exporter.MIN_AGREEMENT[row["format"]], row
+        else:
+            assert diff <= exporter.FLOAT_TOLERANCE, row
 
 
 @pytest.mark.slow
@@ -66,10 +125,8 @@ def test_every_format_is_published_verified_and_reported(model_dir, tmp_path):
     assert formats == [f for f in exporter.FORMATS if f != "serving"]
     for row in report["artifacts"]:
         assert row["passed"], row
-        assert (out / row["path"]).exists()
-        assert row["bytes"] > 0 and row["latency_ms_median"] > 0
-        if row["format"] in ("saved_model", "tflite_fp32", "onnx"):
-            assert row["max_abs_diff"] <= exporter.FLOAT_TOLERANCE
+    source = exporter.load_source(model_dir)
+    _check_rows_against_the_published_files(source, out, report)
     assert report["data"].startswith("digits")
     assert (out / "serving" / "snas" / "1" / "saved_model.pb").is_file()
     assert "snas" in (out / "serving" / "models.config").read_text()
@@ -99,19 +156,77 @@ def test_a_second_export_adds_a_serving_version(model_dir, tmp_path):
     assert (out / "serving" / "snas" / "2" / "saved_model.pb").is_file()
 
 
-def test_a_missed_tolerance_publishes_nothing(model_dir, tmp_path, monkeypatch):
-    monkeypatch.setitem(exporter.MIN_AGREEMENT, "tflite_dynamic", 1.01)
-    out = tmp_path / "out"
-    source = exporter.load_source(model_dir)
-    with pytest.raises(exporter.ExportError, match="tflite_dynamic"):
-        exporter.export_model(
-            source,
-            out,
-            ["onnx", "tflite_dynamic"],
-            latency_runs=1,
-            progress=None,
+def _wrong_outputs(monkeypatch, mode, wrong):
+    """Makes `export_tflite(..., mode)` return its real artifact with a
+    runner whose outputs pass through `wrong`."""
+    real = tflite.export_tflite
+
+    def export(model, path, export_mode, *args, **kwargs):
+        artifact = real(model, path, export_mode, *args, **kwargs)
+        if export_mode != mode:
+            return artifact
+        runner = artifact.runner
+        return dataclasses.replace(
+            artifact, runner=lambda images: wrong(runner(images))
         )
+
+    monkeypatch.setattr(tflite, "export_tflite", export)
+
+
+@pytest.mark.parametrize(
+    "wrong, message",
+    [
+        (None, None),
+        # Float logits off by 1e-3, ten times the 1e-4 tolerance.
+        (
+            "fp32",
+            r"tflite_fp32 misses max \|diff\| <= 0.0001 \(max \|diff\| 1.0",
+        ),
+        # Classes rolled by one: the top-1 class agrees only where the
+        # int8 model's own top-1 was already off by one (below 0.1).
+        (
+            "int8",
+            r"tflite_int8 misses top-1 agreement >= 0.8 .*agreement 0\.0\d\d\)",
+        ),
+    ],
+    ids=["unchanged", "fp32_shifted", "int8_rolled"],
+)
+def test_a_wrong_artifact_fails_naming_it_and_publishes_nothing(
+    probed, tmp_path, monkeypatch, wrong, message
+):
+    if wrong == "fp32":
+        _wrong_outputs(monkeypatch, "fp32", lambda logits: logits + 1e-3)
+    if wrong == "int8":
+        _wrong_outputs(monkeypatch, "int8", lambda y: np.roll(y, 1, axis=-1))
+    out = tmp_path / "out"
+    formats = ["tflite_fp32", "tflite_int8"]
+    if wrong is None:
+        # The same export unchanged passes: the failures below are the
+        # wrong outputs' doing, and the report holds what its files give.
+        report = exporter.export_model(
+            probed, out, formats, latency_runs=1, progress=None
+        )
+        _check_rows_against_the_published_files(probed, out, report)
+        return
+    with pytest.raises(exporter.ExportError, match=message) as info:
+        exporter.export_model(
+            probed, out, formats, latency_runs=1, progress=None
+        )
+    # Only the wrong one is named.
+    other = {"fp32": "tflite_int8", "int8": "tflite_fp32"}[wrong]
+    assert other not in str(info.value)
     assert not out.exists() or _files(out) == []
+
+
+def test_latency_is_the_median_of_the_timed_runs(monkeypatch):
+    # perf_counter() is read before and after each timed run: 5, 1, 2 ms
+    # (median 2, mean 2.67); the warm-up call is not timed.
+    clock = iter([0.0, 0.005, 1.0, 1.001, 2.0, 2.002])
+    monkeypatch.setattr(exporter.time, "perf_counter", lambda: next(clock))
+    calls = []
+    got = exporter._latency_ms(calls.append, "image", runs=3)
+    assert got == pytest.approx(2.0)
+    assert calls == ["image"] * 4
 
 
 @pytest.mark.parametrize(
@@ -128,16 +243,16 @@ def test_a_missed_tolerance_publishes_nothing(model_dir, tmp_path, monkeypatch):
     ],
 )
 def test_cli_bad_input_exits_2_and_writes_nothing(
-    model_dir, tmp_path, capsys, args, named
+    fresh_dir, tmp_path, capsys, args, named
 ):
     corrupt = tmp_path / "corrupt"
     corrupt.mkdir()
     for name in ("config.yaml", "genotype.json"):
-        (corrupt / name).write_bytes((model_dir / name).read_bytes())
+        (corrupt / name).write_bytes((fresh_dir / name).read_bytes())
     (corrupt / "model.keras").write_bytes(b"not a zip file")
     out = tmp_path / "out"
     argv = ["export", "--out", str(out)] + [
-        a.format(tmp=tmp_path, model=model_dir) for a in args
+        a.format(tmp=tmp_path, model=fresh_dir) for a in args
     ]
     code = cli.main(argv)
     err = capsys.readouterr().err.strip()

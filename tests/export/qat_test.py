@@ -15,6 +15,7 @@ import keras
 import numpy as np
 import pytest
 import tf_keras
+from testing_utils import fit_probe
 
 from snas_tf.config import DataConfig
 from snas_tf.data import make_pipelines
@@ -25,29 +26,6 @@ from snas_tf.models.child_network import build_child_network
 IMAGE_SIZE = 16
 CHILD_KWARGS = dict(num_classes=10, channels=4, num_layers=3, image_size=16)
 QAT_MIN_AGREEMENT = 0.75
-
-
-def fit_probe(model, images, labels, num_classes):
-    """BN statistics from one training-mode pass; a ridge-regression
-    classifier on the pooled features."""
-    bns = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0  # the batch statistics replace the initial ones
-    model(images, training=True)
-    for bn, momentum in zip(bns, momenta, strict=True):
-        bn.momentum = momentum
-    pooled = keras.Model(model.input, model.get_layer("global_pool").output)
-    features = np.asarray(pooled(images, training=False), np.float64)
-    features = np.concatenate([features, np.ones((len(features), 1))], 1)
-    targets = 10.0 * np.eye(num_classes)[labels] - 1.0
-    gram = features.T @ features + 1e-2 * np.eye(features.shape[1])
-    weights = np.linalg.solve(gram, features.T @ targets).astype(np.float32)
-    model.get_layer("classifier").set_weights([weights[:-1], weights[-1]])
 
 
 def _randomise_batch_norms(model, seed=0):

@@ -14,7 +14,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testing_utils import tiny_child
+from testing_utils import fit_probe, tiny_child
 
 from snas_tf.config import DataConfig
 from snas_tf.data import make_pipelines
@@ -34,29 +34,6 @@ FP32_ATOL = 1e-4
 # range) move the logits by float16 / int8 rounding of the weights.
 NEAR_RTOL = {"fp16": 1e-2, "dynamic": 5e-2}
 INT8_MIN_AGREEMENT = 0.8
-
-
-def fit_probe(model, images, labels, num_classes):
-    """BN statistics from one training-mode pass; a ridge-regression
-    classifier on the pooled features."""
-    bns = [
-        layer
-        for layer in model.layers
-        if isinstance(layer, keras.layers.BatchNormalization)
-    ]
-    momenta = [bn.momentum for bn in bns]
-    for bn in bns:
-        bn.momentum = 0.0  # the batch statistics replace the initial ones
-    model(images, training=True)
-    for bn, momentum in zip(bns, momenta, strict=True):
-        bn.momentum = momentum
-    pooled = keras.Model(model.input, model.get_layer("global_pool").output)
-    features = np.asarray(pooled(images, training=False), np.float64)
-    features = np.concatenate([features, np.ones((len(features), 1))], 1)
-    targets = 10.0 * np.eye(num_classes)[labels] - 1.0
-    gram = features.T @ features + 1e-2 * np.eye(features.shape[1])
-    weights = np.linalg.solve(gram, features.T @ targets).astype(np.float32)
-    model.get_layer("classifier").set_weights([weights[:-1], weights[-1]])
 
 
 @pytest.fixture(scope="module")

@@ -118,6 +118,35 @@ def test_wrong_logits_shape():
         derive_genotype(good, np.zeros((14, 7)))
 
 
+@pytest.mark.parametrize("rule", ["edge_all", "top2"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_non_finite_logits_are_a_value_error_naming_them(bad, rule):
+    good = np.zeros((SPACE.num_edges, SPACE.num_ops))
+    logits = good.copy()
+    logits[SPACE.edge_index(1, 2), K["sep_conv_3x3"]] = bad
+    # Edge (node 1, input 2) is row 2 + 2 = 4 (docs/method.md §1 numbering).
+    match = r"reduce logits contain NaN or inf at edge 4, op 'sep_conv_3x3'"
+    with pytest.raises(ValueError, match=match + rf": {bad}"):
+        derive_genotype(good, logits, rule=rule)
+
+
+def test_non_finite_logits_message_counts_the_rest():
+    logits = np.full((SPACE.num_edges, SPACE.num_ops), np.nan)
+    with pytest.raises(ValueError, match=r"normal logits .*and 108 more"):
+        derive_genotype(logits, logits)
+
+
+def test_a_space_of_only_none_drops_every_edge_and_top2_refuses():
+    space = SearchSpace(("none",), num_nodes=2)
+    logits = np.zeros((space.num_edges, space.num_ops))
+    genotype = derive_genotype(logits, logits, "edge_all", space)
+    assert genotype.normal == ((), ()) and genotype.reduce == ((), ())
+    with pytest.raises(
+        ValueError, match=r"'top2' needs an op other than 'none'.*\('none',\)"
+    ):
+        derive_genotype(logits, logits, "top2", space)
+
+
 # --- registry --------------------------------------------------------------
 
 

@@ -58,7 +58,16 @@ def test_outside_a_strategy_only_one_op_per_variable_is_added():
     )
 
 
-def test_one_op_per_variable_and_the_fallbacks():
+def _fused_ops(step, signature):
+    graph = step.get_concrete_function(*signature).graph
+    return [
+        op
+        for op in graph.get_operations()
+        if op.type == "ResourceApplyKerasMomentum"
+    ]
+
+
+def test_one_fused_op_per_variable_and_a_round_trip():
     v = keras.Variable(np.ones((3,), "float32"))
     optimizer = FusedSGD(0.1, momentum=0.9)
     optimizer.build([v])
@@ -67,26 +76,64 @@ def test_one_op_per_variable_and_the_fallbacks():
     def step(g):
         optimizer.apply_gradients([(g, v)])
 
-    graph = step.get_concrete_function(tf.TensorSpec((3,))).graph
-    fused = [
-        op
-        for op in graph.get_operations()
-        if op.type == "ResourceApplyKerasMomentum"
-    ]
-    assert len(fused) == 1
-    # Nesterov: the Keras computation, same result as Keras' SGD.
-    w_ref = keras.Variable(np.ones((3,), "float32"))
-    ref = keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
-    nesterov = FusedSGD(0.1, momentum=0.9, nesterov=True)
-    w = keras.Variable(np.ones((3,), "float32"))
-    for _ in range(2):
-        ref.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), w_ref)])
-        nesterov.apply_gradients([(tf.constant([1.0, 2.0, 3.0]), w)])
-    np.testing.assert_allclose(w.numpy(), w_ref.numpy())
+    assert len(_fused_ops(step, [tf.TensorSpec((3,))])) == 1
     assert isinstance(
         keras.optimizers.deserialize(keras.optimizers.serialize(optimizer)),
         FusedSGD,
     )
+
+
+def _dense(i):
+    return tf.constant([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]]) * (i + 1)
+
+
+def _sparse(i):
+    # Rows 2 and 0 only, as an embedding lookup's gradient.
+    return tf.IndexedSlices(
+        tf.constant([[1.0, -2.0], [0.5, 3.0]]) * (i + 1),
+        tf.constant([2, 0]),
+        tf.constant([3, 2]),
+    )
+
+
+# The documented fallbacks to the Keras computation: no momentum, Nesterov
+# momentum, sparse gradients.
+@pytest.mark.parametrize(
+    "kwargs, gradient",
+    [
+        (dict(momentum=0.0), _dense),
+        (dict(momentum=0.9, nesterov=True), _dense),
+        (dict(momentum=0.9), _sparse),
+    ],
+    ids=["no_momentum", "nesterov", "sparse"],
+)
+def test_each_fallback_gives_keras_sgd_results_without_the_fused_op(
+    kwargs, gradient
+):
+    def make_step(optimizer, w):
+        @tf.function
+        def step(i):
+            optimizer.apply_gradients([(gradient(i), w)])
+
+        return step
+
+    results = []
+    for cls in (keras.optimizers.SGD, FusedSGD):
+        w = keras.Variable(np.ones((3, 2), "float32"))
+        optimizer = cls(0.1, **kwargs)
+        optimizer.build([w])
+        step = make_step(optimizer, w)
+        for i in range(3):
+            step(tf.constant(float(i)))
+        results.append(w.numpy())
+        if cls is FusedSGD:
+            assert not _fused_ops(step, [tf.TensorSpec(())])
+    np.testing.assert_allclose(results[1], results[0], rtol=1e-6)
+    # Not vacuous: the weights moved, and rows without a sparse gradient
+    # did not.
+    assert np.abs(results[0] - 1.0).max() > 0.1
+    if gradient is _sparse:
+        np.testing.assert_array_equal(results[0][1], [1.0, 1.0])
 
 
 def test_default_search_optimizers_take_the_search_config():

@@ -12,6 +12,7 @@ from snas_tf.layers.gumbel_softmax import (
     gumbel_noise,
     relaxed_one_hot,
 )
+from snas_tf.ops import build_op
 from snas_tf.resource_cost import (
     ESTIMATORS,
     OpCost,
@@ -71,6 +72,31 @@ def test_op_cost_matches_table(primitive, stride):
     got = op_cost(primitive, channels=16, input_size=32, stride=stride)
     assert isinstance(got, OpCost)
     assert tuple(got) == EXPECTED_C16_H32[stride][primitive]
+
+
+def _built_parameters(primitive, channels, stride):
+    """Parameters of the op `build_op` makes, BatchNorm excluded (the
+    cost table's convention, docs/method.md §4), counted from its built
+    layers."""
+    op = build_op(primitive, channels, stride, affine=True)
+    if op is None:  # `none` is never built
+        return 0
+    op(keras.ops.zeros((1, 8, 8, channels)))
+    return sum(
+        int(np.prod(w.shape))
+        for layer in op.layers
+        if not isinstance(layer, keras.layers.BatchNormalization)
+        for w in layer.weights
+    )
+
+
+@pytest.mark.parametrize("stride", [1, 2])
+@pytest.mark.parametrize("primitive", PRIMITIVES)
+def test_op_cost_size_is_the_parameter_count_of_the_built_op(primitive, stride):
+    # C = 6: C² (36), 9C (54) and 25C (150) differ, so a wrong term shows.
+    channels = 6
+    size = op_cost(primitive, channels, input_size=8, stride=stride).size
+    assert size == _built_parameters(primitive, channels, stride)
 
 
 def test_op_cost_literal_sep_conv_check():

@@ -101,3 +101,50 @@ def run_snas(argv, kill=None, timeout=300):
         env=env,
         timeout=timeout,
     )
+
+
+def retrained_accuracy(model_dir):
+    """Top-1 accuracy of a retraining's `model.keras` on its validation
+    data (its `config.yaml`'s evaluation pipeline), computed here from the
+    predictions: what its reported `val_accuracy` must be."""
+    from snas_tf.config import RetrainConfig, load_config
+    from snas_tf.data import retrain_data
+
+    config = load_config(
+        [os.path.join(model_dir, "config.yaml")], config_class=RetrainConfig
+    )
+    model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
+    data = retrain_data(
+        config.data, config.train.batch_size, config.runtime.seed
+    )
+    hits = total = 0
+    for images, labels in data.validation:
+        predicted = np.argmax(model.predict(images, verbose=0), axis=-1)
+        hits += int(np.sum(predicted == np.asarray(labels)))
+        total += len(predicted)
+    return hits / total
+
+
+def fit_probe(model, images, labels, num_classes):
+    """BN statistics from one training-mode pass; a ridge-regression
+    classifier on the pooled features: an untrained child network whose
+    logits separate the classes as a trained one's do (a Keras 3 `fit`
+    spends ~45 s tracing it)."""
+    bns = [
+        layer
+        for layer in model.layers
+        if isinstance(layer, keras.layers.BatchNormalization)
+    ]
+    momenta = [bn.momentum for bn in bns]
+    for bn in bns:
+        bn.momentum = 0.0  # the batch statistics replace the initial ones
+    model(images, training=True)
+    for bn, momentum in zip(bns, momenta, strict=True):
+        bn.momentum = momentum
+    pooled = keras.Model(model.input, model.get_layer("global_pool").output)
+    features = np.asarray(pooled(images, training=False), np.float64)
+    features = np.concatenate([features, np.ones((len(features), 1))], 1)
+    targets = 10.0 * np.eye(num_classes)[labels] - 1.0
+    gram = features.T @ features + 1e-2 * np.eye(features.shape[1])
+    weights = np.linalg.solve(gram, features.T @ targets).astype(np.float32)
+    model.get_layer("classifier").set_weights([weights[:-1], weights[-1]])

@@ -2,17 +2,26 @@
 
 import json
 import os
+import pathlib
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from testing_utils import retrained_accuracy
 
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.data import retrain_data
-from snas_tf.trainers import cli
-from snas_tf.trainers.retrain import build_trainer, run_retrain
+from snas_tf.layers import DropPath
+from snas_tf.trainers import cli, retrain
+from snas_tf.trainers.retrain import (
+    build_trainer,
+    learning_rate_schedule,
+    run_retrain,
+)
+
+CONFIGS = pathlib.Path(__file__).resolve().parents[2] / "configs"
 
 TINY = [
     "child.channels=4",
@@ -33,14 +42,57 @@ def _is_built_in(layer):
     return type(layer).__module__.startswith("keras.src.layers")
 
 
+def _record_epoch_starts(monkeypatch):
+    """Makes `run_retrain`'s fit record, at each epoch's start (after its
+    own callbacks), the epoch, the DropPath layers' rates and the
+    optimizer's learning rate."""
+    seen = []
+    real = retrain.fit_resumable
+
+    def recording(
+        model, make_train, validation, epochs, steps, callbacks, *a, **k
+    ):
+        def record(epoch, logs):
+            rates = {
+                float(keras.ops.convert_to_numpy(layer.rate))
+                for layer in model.network.layers
+                if isinstance(layer, DropPath)
+            }
+            lr = float(
+                keras.ops.convert_to_numpy(model.optimizer.learning_rate)
+            )
+            seen.append((epoch, sorted(rates), lr))
+
+        callbacks = [
+            *callbacks,
+            keras.callbacks.LambdaCallback(on_epoch_begin=record),
+        ]
+        return real(
+            model, make_train, validation, epochs, steps, callbacks, *a, **k
+        )
+
+    monkeypatch.setattr(retrain, "fit_resumable", recording)
+    return seen
+
+
 @pytest.mark.slow
-def test_cli_retrain_on_digits_writes_every_output(tmp_path, capsys):
+def test_cli_retrain_on_digits_writes_every_output(
+    tmp_path, capsys, monkeypatch
+):
+    seen = _record_epoch_starts(monkeypatch)
     run = tmp_path / "run"
     code = cli.main(
         ["retrain", "--model-dir", str(run), "--genotype", "SNAS_mild"]
         + [f"--override={o}" for o in TINY]
     )
     assert code == 0, capsys.readouterr().err
+    # Drop-path 0.2 over 2 epochs ramps 0, 0.1 (rate · epoch / epochs) on
+    # every DropPath layer; the cosine learning rate starts at the default
+    # 0.025 and is halfway to learning_rate_min 0 after one of two epochs.
+    assert seen == [
+        (0, [0.0], pytest.approx(0.025)),
+        (1, [pytest.approx(0.1)], pytest.approx(0.0125)),
+    ]
     for name in ("config.yaml", "genotype.json", "history.json"):
         assert (run / name).is_file(), name
     assert os.listdir(run / "checkpoints") and os.listdir(run / "logs")
@@ -72,6 +124,10 @@ def test_retrain_on_mocked_cifar10_with_the_auxiliary_head(tmp_path):
     config = load_config([], overrides, RetrainConfig)
     with tfds.testing.mock_data(num_examples=8):
         summary = run_retrain(config, "SNAS_moderate", tmp_path)
+        # The reported accuracy is the shipped model's on the test split.
+        assert summary["val_accuracy"] == pytest.approx(
+            retrained_accuracy(tmp_path), abs=1e-6
+        )
     model = keras.saving.load_model(tmp_path / "model.keras")
     # The auxiliary head trained but is not shipped.
     assert len(model.outputs) == 1
@@ -79,7 +135,36 @@ def test_retrain_on_mocked_cifar10_with_the_auxiliary_head(tmp_path):
     assert summary["parameters"] == sum(
         int(np.prod(w.shape)) for w in model.trainable_weights
     )
-    assert 0.0 <= summary["val_accuracy"] <= 1.0
+
+
+def _lr(schedule, step):
+    return float(keras.ops.convert_to_numpy(schedule(step)))
+
+
+@pytest.mark.parametrize("lr_min", [0.0, 0.001])
+def test_cosine_learning_rate_runs_between_the_configured_rates(lr_min):
+    config = load_config(
+        [CONFIGS / "cifar10_retrain.yaml"],
+        ["train.epochs=4", f"train.learning_rate_min={lr_min}"],
+        RetrainConfig,
+    )
+    schedule = learning_rate_schedule(config.train, steps_per_epoch=5)
+    rates = [_lr(schedule, step) for step in range(21)]
+    # configs/cifar10_retrain.yaml: 0.025; the end is after 4 x 5 steps.
+    assert rates[0] == pytest.approx(0.025)
+    assert rates[20] == pytest.approx(lr_min, abs=1e-9)
+    # Half a cosine: halfway at the middle, falling every step.
+    assert rates[10] == pytest.approx((0.025 + lr_min) / 2)
+    assert all(b < a for a, b in zip(rates, rates[1:], strict=False))
+
+
+def test_exponential_learning_rate_is_x0_97_once_per_epoch():
+    config = load_config([CONFIGS / "imagenet_mobile.yaml"], [], RetrainConfig)
+    schedule = learning_rate_schedule(config.train, steps_per_epoch=5)
+    # configs/imagenet_mobile.yaml: 0.1, x0.97 after every epoch.
+    expected = [0.1 * 0.97 ** (step // 5) for step in range(16)]
+    got = [_lr(schedule, step) for step in range(16)]
+    assert got == pytest.approx(expected, rel=1e-6)
 
 
 def test_an_unknown_genotype_fails_before_anything_is_written(tmp_path):
