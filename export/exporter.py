@@ -24,6 +24,7 @@ import time
 import keras
 import numpy as np
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common, serving
@@ -330,13 +331,39 @@ def export_model(
 
     Raises:
         ValueError: for an unknown format or an invalid model name (before
-            anything is written).
+            anything is written), or an `out` written by another live
+            process (`snas_tf.dir_lock`; nothing is touched).
         ExportError: if an artifact misses its tolerance (nothing is
             published).
     """
     formats = check_formats(formats)
     check_model_name(model_name)
     out = os.fspath(out)
+    with dir_lock.hold(out, "out"):
+        return _export(
+            source,
+            out,
+            formats,
+            model_name,
+            threads,
+            latency_runs,
+            qat_epochs,
+            prune,
+            progress,
+        )
+
+
+def _export(
+    source,
+    out,
+    formats,
+    model_name,
+    threads,
+    latency_runs,
+    qat_epochs,
+    prune,
+    progress,
+) -> dict:
     say = progress or (lambda *_: None)
     if common.finish_publish(out):
         say(f"Finished the publish of an interrupted export into {out}.")

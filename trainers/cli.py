@@ -5,9 +5,11 @@ one line naming the bad value and exit with status 2; `--debug` shows the
 traceback instead.
 """
 
+import contextlib
 import os
 import sys
 
+from snas_tf import dir_lock
 from snas_tf.trainers.cli_args import (
     Parser,
     check_paths,
@@ -144,7 +146,25 @@ def _export_parser(sub):
     return p
 
 
+def _job_lock(model_dir, flag="--model-dir", config=None):
+    """The writer lock of the job's output directory (`snas_tf.dir_lock`),
+    taken before TensorFlow is imported, so a second job on a directory in
+    use fails at once. Workers of a multi-worker job share `--model-dir`:
+    the job itself locks each worker's own directory."""
+    if (
+        config is not None
+        and config.runtime.strategy == "multi_worker_mirrored"
+    ):
+        return contextlib.nullcontext()
+    return dir_lock.hold(model_dir, flag)
+
+
 def _run_export(args):
+    with _job_lock(args.out, "--out"):
+        _export(args)
+
+
+def _export(args):
     from snas_tf.export.exporter import (
         check_formats,
         check_model_name,
@@ -255,10 +275,11 @@ def _run_search(args):
     from snas_tf.config import load_config
 
     config = load_config(args.config, args.override)
-    from snas_tf.trainers.search import run_search  # imports TensorFlow
-
     model_dir = _default_dir(args, "search")
-    summary = run_search(config, model_dir)
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.search import run_search  # imports TensorFlow
+
+        summary = run_search(config, model_dir)
     last = summary["last_epoch"]
     print(f"Genotype: {summary['genotype']}")
     for key in ("val_accuracy", "val_child_accuracy"):
@@ -279,10 +300,11 @@ def _run_retrain(args):
     from snas_tf.config import RetrainConfig, load_config
 
     config = load_config(args.config, args.override, RetrainConfig)
-    from snas_tf.trainers.retrain import run_retrain  # imports TensorFlow
-
     model_dir = _default_dir(args, "retrain")
-    summary = run_retrain(config, args.genotype, model_dir)
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.retrain import run_retrain  # imports TF
+
+        summary = run_retrain(config, args.genotype, model_dir)
     print(f"Genotype: {summary['genotype']}")
     print(
         f"Parameters (no auxiliary head): {summary['parameters'] / 1e6:.2f}M"
@@ -391,17 +413,19 @@ def _run_tune(args):
     retrain = load_config(
         args.retrain_config, args.retrain_override, RetrainConfig
     )
-    from snas_tf.trainers.tune import run_tune  # imports TensorFlow
+    model_dir = _default_dir(args, "tune")
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.tune import run_tune  # imports TensorFlow
 
-    run_tune(
-        config,
-        _default_dir(args, "tune"),
-        max_params=args.max_params,
-        max_madds=args.max_madds,
-        max_trials=args.max_trials,
-        algorithm=args.algorithm,
-        retrain_config=retrain,
-    )
+        run_tune(
+            config,
+            model_dir,
+            max_params=args.max_params,
+            max_madds=args.max_madds,
+            max_trials=args.max_trials,
+            algorithm=args.algorithm,
+            retrain_config=retrain,
+        )
 
 
 def _demo_parser(sub):
@@ -439,14 +463,15 @@ def _demo_parser(sub):
 
 
 def _run_demo(args):
-    from snas_tf.trainers.demo import run_demo
-
     model_dir = _default_dir(args, "demo")
-    run_demo(
-        model_dir,
-        args.config or ["configs/digits_search.yaml"],
-        args.retrain_config or ["configs/digits_retrain.yaml"],
-    )
+    with _job_lock(model_dir):
+        from snas_tf.trainers.demo import run_demo
+
+        run_demo(
+            model_dir,
+            args.config or ["configs/digits_search.yaml"],
+            args.retrain_config or ["configs/digits_retrain.yaml"],
+        )
     print(f"Outputs written to {model_dir}")
 
 
