@@ -28,6 +28,7 @@ from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common, serving
+from snas_tf.export.limits import ServingLimits
 from snas_tf.export.serving import check_model_name
 
 FLOAT_TOLERANCE = 1e-4
@@ -179,14 +180,16 @@ def _latency_ms(runner, image, runs):
     return float(np.median(times))
 
 
-def _build(name, source, stage, calibration, labels, threads, qat_options):
+def _build(
+    name, source, stage, calibration, labels, threads, qat_options, limits
+):
     """Writes one artifact into `stage` and returns its `Artifact`."""
     model = source.model
     if name == "saved_model":
         from snas_tf.export import savedmodel
 
         path = os.path.join(stage, "saved_model")
-        savedmodel.export_saved_model(model, path, source.config.data)
+        savedmodel.export_saved_model(model, path, source.config.data, limits)
         return common.Artifact(name, path, savedmodel.saved_model_runner(path))
     if name.startswith("tflite_"):
         from snas_tf.export import tflite
@@ -286,6 +289,8 @@ def _report_md(report):
         f"- input: {report['input_shape']}, data: {report['data']}",
         f"- latency: median of {report['latency_runs']} runs, batch 1, "
         f"{report['threads']} thread(s)",
+        "- serving_bytes limits per request: "
+        + ", ".join(f"{k} {v}" for k, v in report["serving_limits"].items()),
         "",
         "| format | path | bytes | max abs diff | top-1 agreement | "
         "latency ms | criterion | passed |",
@@ -311,6 +316,7 @@ def export_model(
     qat_epochs=1,
     prune=False,
     progress=print,
+    limits: ServingLimits | None = None,
 ) -> dict:
     """Exports, verifies and publishes the requested formats.
 
@@ -325,6 +331,9 @@ def export_model(
         prune: magnitude-prune the convolutions (50% sparsity) before the
             quantization-aware fine-tuning of `qat_int8`.
         progress: called with one line per step (None: silent).
+        limits: the per-request `ServingLimits` of the SavedModel's
+            `serving_bytes` signature (None: the defaults); written into
+            the report as `serving_limits`.
 
     Returns:
         The report (also written to `out/report.json` and `report.md`).
@@ -350,6 +359,7 @@ def export_model(
             qat_epochs,
             prune,
             progress,
+            limits or ServingLimits(),
         )
 
 
@@ -363,6 +373,7 @@ def _export(
     qat_epochs,
     prune,
     progress,
+    limits,
 ) -> dict:
     say = progress or (lambda *_: None)
     if common.finish_publish(out):
@@ -386,6 +397,7 @@ def _export(
                 labels,
                 threads,
                 {"epochs": qat_epochs, "prune": prune},
+                limits,
             )
             row = _evaluate(
                 artifact,
@@ -428,6 +440,7 @@ def _export(
             "latency_runs": latency_runs,
             "float_tolerance": FLOAT_TOLERANCE,
             "min_agreement": MIN_AGREEMENT,
+            "serving_limits": limits.as_dict(),
             "artifacts": rows,
         }
         moves = [os.path.relpath(a.path, stage) for a in artifacts]
@@ -467,6 +480,7 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "ExportSource",
+    "ServingLimits",
     "check_formats",
     "check_model_name",
     "export_model",

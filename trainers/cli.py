@@ -10,11 +10,13 @@ import os
 import sys
 
 from snas_tf import dir_lock
+from snas_tf.export.limits import ServingLimits
 from snas_tf.trainers.cli_args import (
     Parser,
     check_paths,
     count,
     int_at_least,
+    pixels,
 )
 
 
@@ -143,6 +145,29 @@ def _export_parser(sub):
         action="store_true",
         help="Magnitude-prune convolutions (50%% sparsity) before QAT.",
     )
+    limits = ServingLimits()
+    p.add_argument(
+        "--max-pixels",
+        type=pixels,
+        default=limits.max_pixels,
+        help="serving_bytes refuses an image whose header declares more "
+        "pixels, before decoding it: WIDTHxHEIGHT or a count (default: "
+        f"{limits.max_pixels}).",
+    )
+    p.add_argument(
+        "--max-image-bytes",
+        type=count,
+        default=limits.max_image_bytes,
+        help="serving_bytes refuses a larger encoded image, e.g. 8e6 or "
+        f"8M (default: {limits.max_image_bytes}).",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int_at_least(1),
+        default=limits.max_images,
+        help="serving_bytes refuses a request of more images (default: "
+        f"{limits.max_images}).",
+    )
     return p
 
 
@@ -174,6 +199,9 @@ def _export(args):
 
     check_formats(args.formats)  # these fail before any loading
     check_model_name(args.name)
+    limits = ServingLimits(
+        args.max_pixels, args.max_image_bytes, args.max_images
+    )
     source = load_source(
         args.model_dir, args.genotype, args.config, args.override
     )
@@ -186,6 +214,7 @@ def _export(args):
         latency_runs=args.runs,
         qat_epochs=args.qat_epochs,
         prune=args.prune,
+        limits=limits,
     )
     for row in report["artifacts"]:
         print(
