@@ -24,9 +24,11 @@ import time
 import keras
 import numpy as np
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common, serving
+from snas_tf.export.limits import ServingLimits
 from snas_tf.export.serving import check_model_name
 
 FLOAT_TOLERANCE = 1e-4
@@ -178,14 +180,16 @@ def _latency_ms(runner, image, runs):
     return float(np.median(times))
 
 
-def _build(name, source, stage, calibration, labels, threads, qat_options):
+def _build(
+    name, source, stage, calibration, labels, threads, qat_options, limits
+):
     """Writes one artifact into `stage` and returns its `Artifact`."""
     model = source.model
     if name == "saved_model":
         from snas_tf.export import savedmodel
 
         path = os.path.join(stage, "saved_model")
-        savedmodel.export_saved_model(model, path, source.config.data)
+        savedmodel.export_saved_model(model, path, source.config.data, limits)
         return common.Artifact(name, path, savedmodel.saved_model_runner(path))
     if name.startswith("tflite_"):
         from snas_tf.export import tflite
@@ -285,6 +289,8 @@ def _report_md(report):
         f"- input: {report['input_shape']}, data: {report['data']}",
         f"- latency: median of {report['latency_runs']} runs, batch 1, "
         f"{report['threads']} thread(s)",
+        "- serving_bytes limits per request: "
+        + ", ".join(f"{k} {v}" for k, v in report["serving_limits"].items()),
         "",
         "| format | path | bytes | max abs diff | top-1 agreement | "
         "latency ms | criterion | passed |",
@@ -310,6 +316,7 @@ def export_model(
     qat_epochs=1,
     prune=False,
     progress=print,
+    limits: ServingLimits | None = None,
 ) -> dict:
     """Exports, verifies and publishes the requested formats.
 
@@ -324,19 +331,50 @@ def export_model(
         prune: magnitude-prune the convolutions (50% sparsity) before the
             quantization-aware fine-tuning of `qat_int8`.
         progress: called with one line per step (None: silent).
+        limits: the per-request `ServingLimits` of the SavedModel's
+            `serving_bytes` signature (None: the defaults); written into
+            the report as `serving_limits`.
 
     Returns:
         The report (also written to `out/report.json` and `report.md`).
 
     Raises:
         ValueError: for an unknown format or an invalid model name (before
-            anything is written).
+            anything is written), or an `out` written by another live
+            process (`snas_tf.dir_lock`; nothing is touched).
         ExportError: if an artifact misses its tolerance (nothing is
             published).
     """
     formats = check_formats(formats)
     check_model_name(model_name)
     out = os.fspath(out)
+    with dir_lock.hold(out, "out"):
+        return _export(
+            source,
+            out,
+            formats,
+            model_name,
+            threads,
+            latency_runs,
+            qat_epochs,
+            prune,
+            progress,
+            limits or ServingLimits(),
+        )
+
+
+def _export(
+    source,
+    out,
+    formats,
+    model_name,
+    threads,
+    latency_runs,
+    qat_epochs,
+    prune,
+    progress,
+    limits,
+) -> dict:
     say = progress or (lambda *_: None)
     if common.finish_publish(out):
         say(f"Finished the publish of an interrupted export into {out}.")
@@ -359,6 +397,7 @@ def export_model(
                 labels,
                 threads,
                 {"epochs": qat_epochs, "prune": prune},
+                limits,
             )
             row = _evaluate(
                 artifact,
@@ -401,6 +440,7 @@ def export_model(
             "latency_runs": latency_runs,
             "float_tolerance": FLOAT_TOLERANCE,
             "min_agreement": MIN_AGREEMENT,
+            "serving_limits": limits.as_dict(),
             "artifacts": rows,
         }
         moves = [os.path.relpath(a.path, stage) for a in artifacts]
@@ -440,6 +480,7 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "ExportSource",
+    "ServingLimits",
     "check_formats",
     "check_model_name",
     "export_model",

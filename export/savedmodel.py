@@ -16,6 +16,15 @@ naming the problem (unknown format, truncated data, empty string); the
 graph never produces outputs for them. So do `images` of any shape but
 `(N, S, S, 3)`: the error names the received and the expected shape.
 
+Before it decodes anything, `serving_bytes` checks the request against
+its `ServingLimits` (`export/limits.py`): the number of images, the bytes
+of each, and the width x height each header declares (JPEG by
+`tf.io.extract_jpeg_shape`, PNG, GIF and BMP from their fixed header
+fields, as `snas_tf.image_headers` reads them), so a small file that
+declares a huge image is refused instead of decoded. The error names the
+image's index, its size and the limit. The images of a request are then
+decoded one at a time, so a request's decoding holds one image at most.
+
 It is written with `keras.export.ExportArchive`, whose `write_out` calls
 `tf.saved_model.save`; `saved_model_cli` and TF Serving load it with
 TensorFlow's C++ SavedModel loader.
@@ -28,8 +37,10 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from snas_tf import image_headers
 from snas_tf.data import preprocess_eval
 from snas_tf.export import common
+from snas_tf.export.limits import ServingLimits
 
 SERVING_DEFAULT = "serving_default"
 SERVING_BYTES = "serving_bytes"
@@ -67,9 +78,110 @@ def _outputs(logits):
     return {"logits": logits, "probabilities": tf.nn.softmax(logits)}
 
 
-def _decode_batch(image_bytes, data_config):
-    """Encoded images (N,) -> float32 (N, S, S, 3), as `preprocess_eval`."""
+def _check(ok, message):
+    """An op that fails the request with the text `message()` (a string
+    tensor, built only then) when the scalar `ok` is False."""
+
+    def fail():
+        with tf.control_dependencies([tf.debugging.Assert(ok, [message()])]):
+            return tf.identity(ok)
+
+    return tf.cond(ok, lambda: ok, fail)
+
+
+_HEAD = 26  # header bytes read: BMP's sizes end at byte 26
+
+
+def _header_size(encoded):
+    """int64 (width, height) that one encoded image's header declares;
+    (0, 0) for an unknown format or a short header (the decoder then
+    fails on it)."""
+    padded = tf.strings.join([encoded, b"\0" * _HEAD])
+    head = tf.io.decode_raw(tf.strings.substr(padded, 0, _HEAD), tf.uint8)
+    head = tf.cast(head, tf.int64)
+
+    def number(start, count, big_endian):
+        digits = head[start : start + count]
+        if big_endian:
+            digits = digits[::-1]
+        return tf.reduce_sum(digits * (256 ** tf.range(count, dtype=tf.int64)))
+
+    def starts(signature):
+        prefix = tf.strings.substr(encoded, 0, len(signature))
+        return tf.equal(prefix, signature)
+
+    def signed(value):  # a little-endian int32 (BMP), as TensorFlow reads
+        return tf.abs(tf.where(value >= 2**31, value - 2**32, value))
+
+    png = tf.stack([number(16, 4, True), number(20, 4, True)])
+    gif = tf.stack([number(6, 2, False), number(8, 2, False)])
+    bmp = tf.stack([signed(number(18, 4, False)), signed(number(22, 4, False))])
+    none = tf.zeros([2], tf.int64)
+
+    def jpeg():
+        height, width = tf.unstack(tf.io.extract_jpeg_shape(encoded)[:2])
+        return tf.cast(tf.stack([width, height]), tf.int64)
+
+    size = tf.where(starts(image_headers.BMP_SIGNATURE), bmp, none)
+    size = tf.where(starts(image_headers.GIF_SIGNATURE), gif, size)
+    size = tf.where(starts(image_headers.PNG_SIGNATURE), png, size)
+    is_jpeg = starts(image_headers.JPEG_SIGNATURE)
+    return tf.cond(is_jpeg, jpeg, lambda: size)
+
+
+def _check_request(image_bytes, limits):
+    """The checks of `limits` on a batch of encoded images, in order:
+    count, bytes, declared pixels; the last reads the headers only."""
+    count = tf.size(image_bytes, out_type=tf.int64)
+    check = _check(
+        count <= limits.max_images,
+        lambda: tf.strings.format(
+            f"{{}} images in one request, over the limit of "
+            f"{limits.max_images} (set by snas export --max-images)",
+            (count,),
+        ),
+    )
+    with tf.control_dependencies([check]):
+        lengths = tf.strings.length(image_bytes)
+    too_long = lengths > limits.max_image_bytes
+
+    def too_long_message():
+        first = tf.argmax(tf.cast(too_long, tf.int32))
+        return tf.strings.format(
+            f"{BYTES_INPUT}[{{}}] holds {{}} bytes, over the limit of "
+            f"{limits.max_image_bytes} bytes per image (set by snas export "
+            "--max-image-bytes)",
+            (first, lengths[first]),
+        )
+
+    check = _check(tf.logical_not(tf.reduce_any(too_long)), too_long_message)
+    with tf.control_dependencies([check]):
+        sizes = tf.map_fn(
+            _header_size,
+            image_bytes,
+            fn_output_signature=tf.TensorSpec([2], tf.int64),
+        )
+    too_large = sizes[:, 0] * sizes[:, 1] > limits.max_pixels
+
+    def too_large_message():
+        first = tf.argmax(tf.cast(too_large, tf.int32))
+        width, height = tf.unstack(sizes[first])
+        return tf.strings.format(
+            f"{BYTES_INPUT}[{{}}] declares {{}}x{{}} pixels (width x "
+            f"height), over the limit of {limits.max_pixels} pixels (set by "
+            "snas export --max-pixels); not decoded",
+            (first, width, height),
+        )
+
+    return _check(tf.logical_not(tf.reduce_any(too_large)), too_large_message)
+
+
+def _decode_batch(image_bytes, data_config, limits):
+    """Encoded images (N,) -> float32 (N, S, S, 3), as `preprocess_eval`,
+    after the checks of `limits`."""
     size = data_config.image_size
+    with tf.control_dependencies([_check_request(image_bytes, limits)]):
+        image_bytes = tf.identity(image_bytes)
     # An empty string is the most likely malformed request; name it, and
     # check it before any decoding.
     check = tf.debugging.assert_positive(
@@ -94,10 +206,12 @@ def _decode_batch(image_bytes, data_config):
         decode_one,
         image_bytes,
         fn_output_signature=tf.TensorSpec((size, size, 3), tf.float32),
+        # One image at a time: a request holds one decoded image at most.
+        parallel_iterations=1,
     )
 
 
-def _endpoints(model, data_config):
+def _endpoints(model, data_config, limits):
     """The two serving functions, traced.
 
     The bytes endpoint calls the float endpoint's concrete function, so the
@@ -123,13 +237,15 @@ def _endpoints(model, data_config):
 
     @tf.function(input_signature=[bytes_spec], autograph=False)
     def serve_bytes(image_bytes):
-        return serve_concrete(_decode_batch(image_bytes, data_config))
+        return serve_concrete(_decode_batch(image_bytes, data_config, limits))
 
     serve_bytes.get_concrete_function()
     return serve, serve_bytes
 
 
-def export_saved_model(model, directory, data_config) -> None:
+def export_saved_model(
+    model, directory, data_config, limits: ServingLimits | None = None
+) -> None:
     """Writes `model` as a SavedModel with the two serving signatures.
 
     The directory is built in a hidden staging directory beside it and
@@ -141,6 +257,8 @@ def export_saved_model(model, directory, data_config) -> None:
         directory: the SavedModel directory to create.
         data_config: the `snas_tf.config.DataConfig` the model was trained
             with (image size, normalisation, eval resizing).
+        limits: the per-request `ServingLimits` of `serving_bytes` (None:
+            the defaults).
 
     Raises:
         ValueError: if the model has more than one input or output, or its
@@ -151,7 +269,9 @@ def export_saved_model(model, directory, data_config) -> None:
     directory = os.fspath(directory)
     if os.path.exists(directory):
         raise FileExistsError(f"{directory!r} exists; not overwriting it.")
-    serve, serve_bytes = _endpoints(model, data_config)
+    serve, serve_bytes = _endpoints(
+        model, data_config, limits or ServingLimits()
+    )
     archive = keras.export.ExportArchive()
     # No `archive.track(model)`: the endpoints' variables are tracked from
     # their graphs anyway, and `track` only walks the model for lookup

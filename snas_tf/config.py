@@ -117,6 +117,12 @@ class DataConfig:
             (pad, random crop, flip), "imagenet" (random resized crop, flip,
             colour jitter) or "none".
         cutout: side of the cutout square (0: off; paper retrain: 16).
+        max_image_pixels: an image-folder file whose header declares more
+            pixels (width x height) is never decoded: a small compressed
+            file can declare a size that takes gigabytes to decode.
+        oversize_images: what an image folder's oversize file does:
+            "fail" (an error naming its path) or "skip" (left out, with a
+            warning counting the skipped files).
     """
 
     dataset: str = "cifar10"
@@ -128,6 +134,8 @@ class DataConfig:
     max_examples: int | None = None
     augment: str = "auto"
     cutout: int = 0
+    max_image_pixels: int = 4096 * 4096
+    oversize_images: str = "fail"
 
 
 @dataclasses.dataclass(frozen=True)

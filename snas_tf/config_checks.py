@@ -207,6 +207,8 @@ DATA = {
     "augment": Choices(("auto", "cifar", "imagenet", "none")),
     # 0: off; a larger square than the image blanks it (clipped at borders).
     "cutout": at_least(0),
+    "max_image_pixels": at_least(1),
+    "oversize_images": Choices(("fail", "skip")),
 }
 RUNTIME = {
     "strategy": Choices(

@@ -5,14 +5,18 @@ one line naming the bad value and exit with status 2; `--debug` shows the
 traceback instead.
 """
 
+import contextlib
 import os
 import sys
 
+from snas_tf import dir_lock
+from snas_tf.export.limits import ServingLimits
 from snas_tf.trainers.cli_args import (
     Parser,
     check_paths,
     count,
     int_at_least,
+    pixels,
 )
 
 
@@ -141,10 +145,51 @@ def _export_parser(sub):
         action="store_true",
         help="Magnitude-prune convolutions (50%% sparsity) before QAT.",
     )
+    limits = ServingLimits()
+    p.add_argument(
+        "--max-pixels",
+        type=pixels,
+        default=limits.max_pixels,
+        help="serving_bytes refuses an image whose header declares more "
+        "pixels, before decoding it: WIDTHxHEIGHT or a count (default: "
+        f"{limits.max_pixels}).",
+    )
+    p.add_argument(
+        "--max-image-bytes",
+        type=count,
+        default=limits.max_image_bytes,
+        help="serving_bytes refuses a larger encoded image, e.g. 8e6 or "
+        f"8M (default: {limits.max_image_bytes}).",
+    )
+    p.add_argument(
+        "--max-images",
+        type=int_at_least(1),
+        default=limits.max_images,
+        help="serving_bytes refuses a request of more images (default: "
+        f"{limits.max_images}).",
+    )
     return p
 
 
+def _job_lock(model_dir, flag="--model-dir", config=None):
+    """The writer lock of the job's output directory (`snas_tf.dir_lock`),
+    taken before TensorFlow is imported, so a second job on a directory in
+    use fails at once. Workers of a multi-worker job share `--model-dir`:
+    the job itself locks each worker's own directory."""
+    if (
+        config is not None
+        and config.runtime.strategy == "multi_worker_mirrored"
+    ):
+        return contextlib.nullcontext()
+    return dir_lock.hold(model_dir, flag)
+
+
 def _run_export(args):
+    with _job_lock(args.out, "--out"):
+        _export(args)
+
+
+def _export(args):
     from snas_tf.export.exporter import (
         check_formats,
         check_model_name,
@@ -154,6 +199,9 @@ def _run_export(args):
 
     check_formats(args.formats)  # these fail before any loading
     check_model_name(args.name)
+    limits = ServingLimits(
+        args.max_pixels, args.max_image_bytes, args.max_images
+    )
     source = load_source(
         args.model_dir, args.genotype, args.config, args.override
     )
@@ -166,6 +214,7 @@ def _run_export(args):
         latency_runs=args.runs,
         qat_epochs=args.qat_epochs,
         prune=args.prune,
+        limits=limits,
     )
     for row in report["artifacts"]:
         print(
@@ -255,10 +304,11 @@ def _run_search(args):
     from snas_tf.config import load_config
 
     config = load_config(args.config, args.override)
-    from snas_tf.trainers.search import run_search  # imports TensorFlow
-
     model_dir = _default_dir(args, "search")
-    summary = run_search(config, model_dir)
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.search import run_search  # imports TensorFlow
+
+        summary = run_search(config, model_dir)
     last = summary["last_epoch"]
     print(f"Genotype: {summary['genotype']}")
     for key in ("val_accuracy", "val_child_accuracy"):
@@ -279,10 +329,11 @@ def _run_retrain(args):
     from snas_tf.config import RetrainConfig, load_config
 
     config = load_config(args.config, args.override, RetrainConfig)
-    from snas_tf.trainers.retrain import run_retrain  # imports TensorFlow
-
     model_dir = _default_dir(args, "retrain")
-    summary = run_retrain(config, args.genotype, model_dir)
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.retrain import run_retrain  # imports TF
+
+        summary = run_retrain(config, args.genotype, model_dir)
     print(f"Genotype: {summary['genotype']}")
     print(
         f"Parameters (no auxiliary head): {summary['parameters'] / 1e6:.2f}M"
@@ -391,17 +442,19 @@ def _run_tune(args):
     retrain = load_config(
         args.retrain_config, args.retrain_override, RetrainConfig
     )
-    from snas_tf.trainers.tune import run_tune  # imports TensorFlow
+    model_dir = _default_dir(args, "tune")
+    with _job_lock(model_dir, config=config):
+        from snas_tf.trainers.tune import run_tune  # imports TensorFlow
 
-    run_tune(
-        config,
-        _default_dir(args, "tune"),
-        max_params=args.max_params,
-        max_madds=args.max_madds,
-        max_trials=args.max_trials,
-        algorithm=args.algorithm,
-        retrain_config=retrain,
-    )
+        run_tune(
+            config,
+            model_dir,
+            max_params=args.max_params,
+            max_madds=args.max_madds,
+            max_trials=args.max_trials,
+            algorithm=args.algorithm,
+            retrain_config=retrain,
+        )
 
 
 def _demo_parser(sub):
@@ -439,14 +492,15 @@ def _demo_parser(sub):
 
 
 def _run_demo(args):
-    from snas_tf.trainers.demo import run_demo
-
     model_dir = _default_dir(args, "demo")
-    run_demo(
-        model_dir,
-        args.config or ["configs/digits_search.yaml"],
-        args.retrain_config or ["configs/digits_retrain.yaml"],
-    )
+    with _job_lock(model_dir):
+        from snas_tf.trainers.demo import run_demo
+
+        run_demo(
+            model_dir,
+            args.config or ["configs/digits_search.yaml"],
+            args.retrain_config or ["configs/digits_retrain.yaml"],
+        )
     print(f"Outputs written to {model_dir}")
 
 

@@ -48,6 +48,23 @@ def count(text):
     return int(value)
 
 
+def pixels(text):
+    """A pixel count: WIDTHxHEIGHT such as 4096x4096, or a count such as
+    16777216 or 16M."""
+    width, x, height = text.lower().partition("x")
+    try:
+        if not x:
+            return count(text)
+        if int(width) >= 1 and int(height) >= 1:
+            return int(width) * int(height)
+    except (ValueError, argparse.ArgumentTypeError):
+        pass
+    raise argparse.ArgumentTypeError(
+        "expected WIDTHxHEIGHT such as 4096x4096 or a pixel count such as "
+        f"16777216 or 16M, got {text!r}"
+    )
+
+
 _READS_MODEL_DIR = ("export", "plot")
 
 

@@ -11,6 +11,7 @@ gets a new TF Serving version.
 
 import os
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.config import RetrainConfig, load_config
 
@@ -36,7 +37,17 @@ def run_demo(
         A dict: genotype, supernet / child / retrained accuracy, parameters,
         multiply-adds, the export rows and the output paths; also written to
         `model_dir/summary.md`.
+
+    Raises:
+        ValueError: for a bad config, or a `model_dir` written by another
+            live process (`snas_tf.dir_lock`; each stage also locks its
+            own sub-directory).
     """
+    with dir_lock.hold(model_dir, "model_dir"):
+        return _demo(model_dir, search_configs, retrain_configs, progress)
+
+
+def _demo(model_dir, search_configs, retrain_configs, progress) -> dict:
     from snas_tf.export.exporter import export_model, load_source
     from snas_tf.trainers.retrain import run_retrain
     from snas_tf.trainers.search import run_search

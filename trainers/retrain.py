@@ -18,6 +18,7 @@ import os
 
 import keras
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import replace_atomic, write_atomic
 from snas_tf.callbacks import DropPathScheduler
 from snas_tf.checkpointing import (
@@ -149,7 +150,8 @@ def run_retrain(config: RetrainConfig, genotype=None, model_dir=".") -> dict:
 
     Raises:
         ValueError: for an unknown genotype, network, data set, schedule or
-            bad sizes; raised before anything is written.
+            bad sizes, or a directory written by another live process
+            (`snas_tf.dir_lock`); raised before anything is written.
     """
     with job_runtime(config.runtime, search=False):
         return _retrain(config, genotype, model_dir)
@@ -161,6 +163,13 @@ def _retrain(config: RetrainConfig, genotype, model_dir) -> dict:
     t, seed = config.train, config.runtime.seed
     data = retrain_data(config.data, t.batch_size, seed, t.epochs)
     out = worker_dir(strategy, model_dir)
+    # One writer per directory; each worker has its own.
+    with dir_lock.hold(out, "model_dir"):
+        return _retrain_locked(config, genotype, strategy, data, out)
+
+
+def _retrain_locked(config, genotype, strategy, data, out) -> dict:
+    t, seed = config.train, config.runtime.seed
     checkpoints = os.path.join(out, "checkpoints")
     if check_resume_config(out, config):
         _check_same_genotype(out, genotype)

@@ -9,12 +9,14 @@ heatmaps, curves; `snas plot`). Every file is written
 under a temporary name and renamed.
 """
 
+import contextlib
 import json
 import os
 import sys
 
 import keras
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.callbacks import SearchMonitor, TemperatureScheduler
 from snas_tf.checkpointing import (
@@ -27,7 +29,7 @@ from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype, holds_weights
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.runtime import job_runtime
-from snas_tf.strategy import make_strategy
+from snas_tf.strategy import is_chief, make_strategy
 from snas_tf.training import mixed_precision
 
 
@@ -85,7 +87,8 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
 
     Raises:
         ValueError: for a bad config or data set, or a `model_dir` holding
-            another run or a corrupt checkpoint; nothing is written then.
+            another run or a corrupt checkpoint, or written by another
+            live process (`snas_tf.dir_lock`); nothing is written then.
         FloatingPointError: at a non-finite loss (the last good checkpoint
             is kept).
     """
@@ -95,6 +98,18 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
 
 def _search(config: Config, model_dir, callbacks) -> dict:
     strategy = make_strategy(config.runtime.strategy)
+    # One writer per directory: the chief's lock (the other workers of a
+    # multi-worker search share its model_dir).
+    lock = (
+        dir_lock.hold(model_dir, "model_dir")
+        if is_chief(strategy)
+        else contextlib.nullcontext()
+    )
+    with lock:
+        return _search_locked(config, model_dir, callbacks, strategy)
+
+
+def _search_locked(config: Config, model_dir, callbacks, strategy) -> dict:
     s, seed = config.search, config.runtime.seed
     # Data first: a bad data set fails before anything is written.
     data = search_data(config.data, s.batch_size, seed, s.epochs)

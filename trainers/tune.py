@@ -23,6 +23,7 @@ Reference:
 
 import os
 
+from snas_tf import dir_lock
 from snas_tf.atomic_files import write_atomic
 from snas_tf.config import Config, RetrainConfig, save_config
 from snas_tf.data import num_classes as dataset_classes
@@ -157,14 +158,38 @@ def run_tune(
 
     Raises:
         ValueError: for bad arguments, a budget below the smallest derivable
-            network or a bad data set (before anything is written), or a
-            `model_dir` holding a tuning with other settings.
+            network or a bad data set (before anything is written), a
+            `model_dir` holding a tuning with other settings, or one
+            written by another live process (`snas_tf.dir_lock`).
         RuntimeError: if every trial failed, `MAX_CONSECUTIVE_FAILURES`
             trials in a row failed, or no trial met the budget (after the
             trials tables are written).
     """
     _check_args(algorithm, max_params, max_madds, max_trials)
     configure_threads(config.runtime)  # before TensorFlow runs any op
+    with dir_lock.hold(model_dir, "model_dir"):
+        return _tune(
+            config,
+            model_dir,
+            max_params,
+            max_madds,
+            max_trials,
+            algorithm,
+            retrain_config,
+            log,
+        )
+
+
+def _tune(
+    config,
+    model_dir,
+    max_params,
+    max_madds,
+    max_trials,
+    algorithm,
+    retrain_config,
+    log,
+) -> dict:
     retrain = retrain_config
     space = SearchSpace(config.model.primitives, config.model.num_nodes)
     num_classes = dataset_classes(retrain.data)

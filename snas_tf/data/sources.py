@@ -3,8 +3,10 @@
 Sources (`DataConfig.dataset`):
 - `"digits"`: scikit-learn's bundled 8x8 digits (1,797 real images that ship
   inside the package), the embedded demo data, upsampled to `image_size`;
-- `"image_folder"`: `tfds.folder_dataset.ImageFolder` over
-  `data_dir/<split>/<label>/<image>`;
+- `"image_folder"`: `tfds.folder_dataset.ImageFolder`'s files and labels
+  over `data_dir/<split>/<label>/<image>`, each file's header checked
+  before it is ever decoded (`data.max_image_pixels`,
+  `data.oversize_images`; `snas_tf.image_headers`);
 - any TFDS image-classification name (`"cifar10"`, `"imagenet2012"` with
   its manual download in `manual_dir`, ...).
 
@@ -18,9 +20,12 @@ MultiWorkerMirroredStrategy, the others by file (`AUTO`).
 
 import dataclasses
 import os
+import warnings
 
 import numpy as np
 import tensorflow as tf
+
+from snas_tf.image_headers import file_dimensions
 
 SOURCES = ("digits", "image_folder", "<any TFDS image-classification name>")
 # Knuth's multiplicative hash: consecutive indices spread evenly over
@@ -171,10 +176,85 @@ def _tfds_source(builder, split, seed):
     return _Source(ds, num, num_classes, static)
 
 
+def _within_limit(examples, cfg, split):
+    """The examples whose file header declares at most
+    `cfg.max_image_pixels` pixels (up to `cfg.max_examples` of them: the
+    files after are not read).
+
+    Raises:
+        ValueError: naming the first oversize file, with
+            `oversize_images` "fail"; or when every file is oversize.
+    """
+    limit, kept, skipped = cfg.max_image_pixels, [], []
+    for example in examples:
+        if cfg.max_examples and len(kept) == cfg.max_examples:
+            break
+        header = file_dimensions(example.image_path)
+        if header is None or header[1] * header[2] <= limit:
+            kept.append(example)  # unreadable headers: the decoder reports
+            continue
+        kind, width, height = header
+        if cfg.oversize_images == "fail":
+            raise ValueError(
+                f"{example.image_path} is a {kind} of {width}x{height} "
+                f"pixels, over data.max_image_pixels={limit}; not decoded. "
+                "Set data.oversize_images=skip to leave such files out, or "
+                "raise data.max_image_pixels."
+            )
+        skipped.append(example.image_path)
+    if skipped:
+        warnings.warn(
+            f"Skipped {len(skipped)} image(s) of split {split!r} over "
+            f"data.max_image_pixels={limit} (first: {skipped[0]}).",
+            stacklevel=2,
+        )
+    if not kept:
+        raise ValueError(
+            f"Every image of split {split!r} is over data.max_image_pixels"
+            f"={limit} (first: {skipped[0]})."
+        )
+    return kept
+
+
+def _image_folder_source(builder, split, cfg):
+    """One split of an image folder: the files and labels of TFDS's
+    `ImageFolder` (in its order), their headers checked, then read and
+    decoded as its `as_dataset` does."""
+    examples = builder._split_examples  # split -> [(image_path, label)]
+    if split not in examples:
+        raise ValueError(
+            f"Unknown split {split!r} of image folder {builder.data_dir!r}. "
+            f"Valid splits: {sorted(examples)}."
+        )
+    kept = _within_limit(examples[split], cfg, split)
+    features = builder.info.features
+    paths = [e.image_path for e in kept]
+    labels = [features["label"].str2int(e.label) for e in kept]
+
+    def decode(path, label):
+        example = features.decode_example(
+            {
+                "image": tf.io.read_file(path),
+                "label": tf.cast(label, tf.int64),
+                "image/filename": path,
+            }
+        )
+        return example["image"], example["label"]
+
+    ds = tf.data.Dataset.from_tensor_slices((paths, labels)).map(
+        decode, num_parallel_calls=tf.data.AUTOTUNE
+    )
+    return _Source(
+        ds, len(kept), features["label"].num_classes, image_shape=None
+    )
+
+
 def _load(cfg, split, seed):
     """The `_Source` of one split, capped at `cfg.max_examples`."""
     if cfg.dataset == "digits":
         source = _digits_source(split)
+    elif cfg.dataset == "image_folder":
+        source = _image_folder_source(_builder(cfg), split, cfg)
     else:
         source = _tfds_source(_tfds_builder(cfg), split, seed)
     if cfg.max_examples and cfg.max_examples < source.num_examples:

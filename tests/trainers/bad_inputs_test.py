@@ -4,8 +4,9 @@ Each fails with a non-zero status and one stderr line that names the bad
 value, and leaves every file already there (model dirs, export outputs,
 configs) byte for byte as it was, and creates none. Most cases run
 in-process through `cli.main`; three run the `snas` console script, so no
-traceback reaches a user's terminal. Last, two bad requests to an exported
-SavedModel's signatures.
+traceback reaches a user's terminal. Last, bad requests to an exported
+SavedModel's signatures: corrupt bytes, wrong shapes, and images whose
+headers declare a huge size.
 """
 
 import hashlib
@@ -18,6 +19,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from image_bombs import jpeg_declaring, png_declaring
 from testing_utils import SNAS, tiny_child
 
 from snas_tf.config import DataConfig, RetrainConfig, load_config, save_config
@@ -558,3 +560,48 @@ def test_serving_default_rejects_a_wrong_image_shape(signatures, shape):
     ):
         fn(images=tf.zeros(shape))
     assert fn(images=tf.zeros((2, 8, 8, 3)))["logits"].shape == (2, 3)
+
+
+@pytest.mark.parametrize(
+    "bomb, width, height",
+    [
+        (png_declaring(20000, 20000), 20000, 20000),
+        (jpeg_declaring(20000, 20000), 20000, 20000),
+        (png_declaring(4097, 4096), 4097, 4096),  # one column over
+    ],
+    ids=["png", "jpeg", "png_just_over"],
+)
+def test_serving_bytes_refuses_a_huge_header_before_decoding(
+    signatures, bomb, width, height
+):
+    """A few hundred bytes that declare more than 4096x4096 pixels (the
+    default limit) are refused by index, size and limit. Decoding them
+    would fail differently (their pixel data is cut short)."""
+    _, fns = signatures
+    fn = fns[savedmodel.SERVING_BYTES]
+    with pytest.raises(
+        tf.errors.InvalidArgumentError,
+        match=rf"image_bytes\[1\] declares {width}x{height} pixels \(width "
+        rf"x height\), over the limit of {4096 * 4096} pixels",
+    ):
+        fn(image_bytes=tf.constant([_jpeg(), bomb, _jpeg(1)]))
+
+
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (png_declaring(20000, 20000)[:20], "PNG"),  # cut inside the header
+        (jpeg_declaring(20000, 20000)[:30], "JPEG"),
+        (b"\x89PNG\r\n\x1a\n", "PNG"),
+        (b"BM" + b"\0" * 10, "bmp"),
+    ],
+    ids=["png_cut", "jpeg_cut", "png_signature_only", "bmp_cut"],
+)
+def test_serving_bytes_short_headers_still_fail_as_invalid(
+    signatures, bad, message
+):
+    _, fns = signatures
+    fn = fns[savedmodel.SERVING_BYTES]
+    with pytest.raises(tf.errors.InvalidArgumentError, match=message):
+        fn(image_bytes=tf.constant([_jpeg(), bad]))
+    assert fn(image_bytes=tf.constant([_jpeg()]))["logits"].shape == (1, 3)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from image_bombs import jpeg_declaring, png_declaring
 from PIL import Image
 from pipeline_testing import epoch_arrays
 
@@ -143,6 +144,59 @@ def test_image_folder_retrain(image_root):
     assert vx.shape == (4, 8, 8, 3) and sorted(vy) == [0, 0, 1, 1]
     for ds in (p.train, p.validation):
         assert ds.options().experimental_distribute.auto_shard_policy == AUTO
+
+
+def _bombs(root):
+    """An oversize PNG and JPEG (headers declaring 20000x20000; a few
+    hundred bytes each, which would fail to decode) in train/."""
+    png = root / "train" / "cat" / "huge.png"
+    png.write_bytes(png_declaring(20000, 20000))
+    jpeg = root / "train" / "dog" / "huge.jpg"
+    jpeg.write_bytes(jpeg_declaring(20000, 20000))
+    return png, jpeg
+
+
+def test_image_folder_refuses_an_oversize_header_by_path(image_root):
+    _bombs(image_root)
+    cfg = DataConfig(
+        dataset="image_folder", data_dir=str(image_root), image_size=8
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"/train/(cat/huge.png is a PNG|dog/huge.jpg is a JPEG) of "
+        r"20000x20000 pixels, over data.max_image_pixels=16777216",
+    ):
+        data.retrain_data(cfg, 2)
+
+
+def test_image_folder_skips_oversize_files_never_decoding_them(image_root):
+    _bombs(image_root)
+    cfg = DataConfig(
+        dataset="image_folder",
+        data_dir=str(image_root),
+        image_size=8,
+        oversize_images="skip",
+    )
+    with pytest.warns(UserWarning, match=r"Skipped 2 image\(s\) of split "):
+        p = data.retrain_data(cfg, 2)
+    assert (p.train_examples, p.validation_examples) == (6, 4)
+    x, y = epoch_arrays(p.train)  # a decoded bomb would fail here
+    assert x.shape == (6, 8, 8, 3) and sorted(y) == [0, 0, 0, 1, 1, 1]
+
+
+def test_image_folder_pixel_limit_is_inclusive(image_root):
+    """The train images are 12 wide and 10, 11, 12 high: a limit of 12x11
+    keeps two of each label."""
+    cfg = DataConfig(
+        dataset="image_folder",
+        data_dir=str(image_root),
+        image_size=8,
+        max_image_pixels=12 * 11,
+        oversize_images="skip",
+    )
+    with pytest.warns(UserWarning, match=r"Skipped 2 image\(s\) of split "):
+        p = data.retrain_data(cfg, 2)
+    assert (p.train_examples, p.validation_examples) == (4, 4)
 
 
 # --- bad input --------------------------------------------------------------
