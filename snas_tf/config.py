@@ -43,6 +43,21 @@ class ModelConfig:
     recompute: bool | int = False
 
 
+# What `search.mode` changes when `search.penalty_strength` or
+# `search.derivation_rule` is null: SNAS's constraint and rule for "snas"
+# and for "darts_single_level" (SNAS's loop without the noise: an
+# ablation), DARTS's (no resource penalty, two edges per node) for the
+# bi-level "darts" (docs/method.md §3).
+MODE_DEFAULTS = {
+    "snas": {"penalty_strength": 1.5e-3, "derivation_rule": "edge_all"},
+    "darts": {"penalty_strength": 0.0, "derivation_rule": "top2"},
+    "darts_single_level": {
+        "penalty_strength": 1.5e-3,
+        "derivation_rule": "edge_all",
+    },
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
     """The search procedure (docs/method.md §2-4 defaults).
@@ -50,9 +65,14 @@ class SearchConfig:
     Attributes:
         epochs: search epochs (paper: 150).
         batch_size: global batch size (paper: 64).
-        mode: "snas" (Gumbel noise) or "darts" (softmax, no noise).
+        mode: "snas" (Gumbel noise, θ and α from one loss on one batch),
+            "darts" (first-order bi-level DARTS: softmax mixing, no noise,
+            α from batches of the architecture split, θ from the rest)
+            or "darts_single_level" (SNAS's one-batch step with the
+            softmax mixing of DARTS).
         resource_estimator: reparametrization | discrete | policy_gradient.
-        penalty_strength: η of the resource penalty (0 disables it).
+        penalty_strength: η of the resource penalty (0 disables it; null:
+            the mode's, `MODE_DEFAULTS`).
         temperature_initial: λ at the first epoch.
         temperature_final: λ at the last epoch.
         temperature_schedule: "linear" or "exponential".
@@ -67,7 +87,12 @@ class SearchConfig:
         arch_beta_2: Adam β2 of α.
         arch_weight_decay: coupled L2 on α.
         arch_clipnorm: global-norm clip of α's gradient.
-        derivation_rule: "edge_all" (SNAS) or "top2" (DARTS).
+        derivation_rule: "edge_all" (SNAS) or "top2" (DARTS); null: the
+            mode's (`MODE_DEFAULTS`). Also the rule of the child accuracy
+            without retraining.
+        arch_fraction: in "darts" mode, the share of the training
+            examples (those left after the validation split) that train
+            α and only α; the others train θ.
         mixed_precision: compute the network in bfloat16 with float32
             variables and α ("mixed_bfloat16": no loss scaling, so the
             global clip stays exact); for GPUs and CPUs with bfloat16 units.
@@ -77,7 +102,7 @@ class SearchConfig:
     batch_size: int = 64
     mode: str = "snas"
     resource_estimator: str = "reparametrization"
-    penalty_strength: float = 1.5e-3
+    penalty_strength: float | None = None
     temperature_initial: float = 1.0
     temperature_final: float = 0.03
     temperature_schedule: str = "linear"
@@ -91,8 +116,23 @@ class SearchConfig:
     arch_beta_2: float = 0.999
     arch_weight_decay: float = 1e-3
     arch_clipnorm: float = 10.0
-    derivation_rule: str = "edge_all"
+    derivation_rule: str | None = None
+    arch_fraction: float = 0.5
     mixed_precision: bool = False
+
+    @property
+    def resolved_penalty_strength(self) -> float:
+        """`penalty_strength`, or the mode's when null."""
+        if self.penalty_strength is not None:
+            return self.penalty_strength
+        return MODE_DEFAULTS[self.mode]["penalty_strength"]
+
+    @property
+    def resolved_derivation_rule(self) -> str:
+        """`derivation_rule`, or the mode's when null."""
+        if self.derivation_rule is not None:
+            return self.derivation_rule
+        return MODE_DEFAULTS[self.mode]["derivation_rule"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -73,13 +73,16 @@ UNIT = Interval(0, 1, high_open=True)
 @dataclasses.dataclass(frozen=True)
 class Choices:
     """One of `options`; with `many`, a list of distinct options holding
-    at least one of `needed`."""
+    at least one of `needed`. The null of an optional field (its
+    documented default) is not checked."""
 
     options: tuple
     many: bool = False
     needed: tuple = ()
 
     def check(self, value, key, section) -> None:
+        if value is None:
+            return
         if not self.many:
             if value not in self.options:
                 raise ValueError(
@@ -172,7 +175,7 @@ MODEL = {
 SEARCH = {
     "epochs": at_least(1),
     "batch_size": at_least(1),
-    "mode": Choices(("snas", "darts")),
+    "mode": Choices(("snas", "darts", "darts_single_level")),
     "resource_estimator": Choices(
         ("reparametrization", "discrete", "policy_gradient")
     ),
@@ -194,6 +197,8 @@ SEARCH = {
     "arch_weight_decay": at_least(0),
     "arch_clipnorm": at_least(0),  # 0: no clipping
     "derivation_rule": Choices(("edge_all", "top2")),
+    # A share of the training split: both parts must hold examples.
+    "arch_fraction": Interval(0, 1, low_open=True, high_open=True),
 }
 DATA = {
     "dataset": Text("the data loader knows the TFDS names"),

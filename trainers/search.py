@@ -49,7 +49,8 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             stem_multiplier=m.stem_multiplier,
             mode=s.mode,
             resource_estimator=s.resource_estimator,
-            penalty_strength=s.penalty_strength,
+            penalty_strength=s.resolved_penalty_strength,
+            derivation_rule=s.resolved_derivation_rule,
             seed=config.runtime.seed,
             recompute=m.recompute,
             fast_kernels=config.runtime.fast_kernels,
@@ -96,6 +97,12 @@ def run_search(config: Config, model_dir, callbacks=()) -> dict:
         return _search(config, model_dir, callbacks)
 
 
+def arch_fraction(search) -> float | None:
+    """The architecture split of the search's data: `search.arch_fraction`
+    in bi-level `darts` mode, else None (θ and α share the batches)."""
+    return search.arch_fraction if search.mode == "darts" else None
+
+
 def _search(config: Config, model_dir, callbacks) -> dict:
     strategy = make_strategy(config.runtime.strategy)
     # One writer per directory: the chief's lock (the other workers of a
@@ -111,8 +118,9 @@ def _search(config: Config, model_dir, callbacks) -> dict:
 
 def _search_locked(config: Config, model_dir, callbacks, strategy) -> dict:
     s, seed = config.search, config.runtime.seed
+    split = arch_fraction(s)
     # Data first: a bad data set fails before anything is written.
-    data = search_data(config.data, s.batch_size, seed, s.epochs)
+    data = search_data(config.data, s.batch_size, seed, s.epochs, (0, 0), split)
     checkpoints = os.path.join(model_dir, "checkpoints")
     check_resume_config(model_dir, config)
     with strategy.scope():
@@ -122,7 +130,7 @@ def _search_locked(config: Config, model_dir, callbacks, strategy) -> dict:
         state = restore(model, checkpoints)
     os.makedirs(model_dir, exist_ok=True)
     save_config(config, os.path.join(model_dir, "config.yaml"))
-    monitor = SearchMonitor(s.derivation_rule)
+    monitor = SearchMonitor(s.resolved_derivation_rule)
     job_callbacks = [
         TemperatureScheduler(
             s.epochs,
@@ -138,7 +146,7 @@ def _search_locked(config: Config, model_dir, callbacks, strategy) -> dict:
         model,
         lambda epoch, step, stop: (
             search_data(
-                config.data, s.batch_size, seed, stop, (epoch, step)
+                config.data, s.batch_size, seed, stop, (epoch, step), split
             ).train
         ),
         data.validation,
@@ -154,7 +162,7 @@ def _search_locked(config: Config, model_dir, callbacks, strategy) -> dict:
     genotype = derive_genotype(
         keras.ops.convert_to_numpy(model.arch_logits_normal),
         keras.ops.convert_to_numpy(model.arch_logits_reduce),
-        s.derivation_rule,
+        s.resolved_derivation_rule,
         model.search_space,
     )
     _warn_if_collapsed(genotype)

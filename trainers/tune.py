@@ -32,7 +32,7 @@ from snas_tf.genotype import Genotype
 from snas_tf.runtime import configure_threads
 from snas_tf.schedules import TEMPERATURE_SCHEDULES
 from snas_tf.search_space import SearchSpace
-from snas_tf.trainers.search import run_search
+from snas_tf.trainers.search import arch_fraction, run_search
 from snas_tf.tuning.budget import check_budget, smallest_network
 from snas_tf.tuning.report import (
     budget_text,
@@ -193,12 +193,19 @@ def _tune(
     retrain = retrain_config
     space = SearchSpace(config.model.primitives, config.model.num_nodes)
     num_classes = dataset_classes(retrain.data)
-    rule = config.search.derivation_rule
+    rule = config.search.resolved_derivation_rule
     smallest = smallest_network(space, rule, retrain, num_classes)
     check_budget(max_params, max_madds, smallest, retrain)
     s = config.search
     # A bad data set fails here, before anything is written (as run_search).
-    search_data(config.data, s.batch_size, config.runtime.seed, s.epochs)
+    search_data(
+        config.data,
+        s.batch_size,
+        config.runtime.seed,
+        s.epochs,
+        (0, 0),
+        arch_fraction(s),
+    )
     settings = {
         "algorithm": algorithm,
         "max_params": max_params,

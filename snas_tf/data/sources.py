@@ -307,6 +307,67 @@ def _carve(source, fraction):
     return train, val
 
 
+def _carve_arch(source, validation_fraction, arch_fraction):
+    """Splits a source into (train, arch, validation) by the index hash.
+
+    Bi-level DARTS trains α on examples that θ never sees: `arch_fraction`
+    of the examples outside the validation share. The validation share is
+    `_carve`'s (the same examples as a SNAS search); the architecture share
+    is the next hash range, [v, v + a (1 - v)) of [0, 1), so the three
+    parts are disjoint by construction and depend on the index only.
+    `validation_fraction` None (the validation is another split) carves
+    no validation part and returns None for it.
+    """
+    if not 0.0 < arch_fraction < 1.0:
+        raise ValueError(
+            f"search.arch_fraction must be in (0, 1), got {arch_fraction!r}."
+        )
+    if validation_fraction is None:
+        low = 0
+    else:
+        if not 0.0 < validation_fraction < 1.0:
+            raise ValueError(
+                "data.validation_fraction must be in (0, 1), got "
+                f"{validation_fraction!r}."
+            )
+        low = int(validation_fraction * 2**32)
+    high = low + int(arch_fraction * (2**32 - low))
+    hashes = (np.arange(source.num_examples) * _HASH_MULTIPLIER) % 2**32
+    counts = [
+        int((hashes < low).sum()),
+        int(((hashes >= low) & (hashes < high)).sum()),
+        int((hashes >= high).sum()),
+    ]
+    names = ["validation", "architecture", "training"]
+    if validation_fraction is None:
+        counts, names = counts[1:], names[1:]
+    if min(counts) == 0:
+        raise ValueError(
+            f"search.arch_fraction {arch_fraction} of {source.num_examples} "
+            f"examples leaves an empty {names[counts.index(0)]} split."
+        )
+    indexed = source.dataset.enumerate()
+
+    def part(lo, hi):
+        def keep(i, _):
+            h = (tf.cast(i, tf.int64) * _HASH_MULTIPLIER) % 2**32
+            return tf.logical_and(h >= lo, h < hi)
+
+        return indexed.filter(keep).map(lambda _, example: example)
+
+    arch = dataclasses.replace(
+        source, dataset=part(low, high), num_examples=counts[-2]
+    )
+    train = dataclasses.replace(
+        source, dataset=part(high, 2**32), num_examples=counts[-1]
+    )
+    val = None
+    if validation_fraction is not None:
+        # `_carve`'s own filter, so a SNAS search validates on the same.
+        val = _carve(source, validation_fraction)[1]
+    return train, arch, val
+
+
 def is_available(data_config) -> bool:
     """Whether the data set can be read here without a download."""
     cfg = data_config

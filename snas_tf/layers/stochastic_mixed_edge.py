@@ -39,7 +39,9 @@ class StochasticMixedEdge(keras.layers.Layer):
         x: (batch, H, W, channels) input of the edge.
         z: (num_ops,) op weights, the edge's row of the cell type's Z.
         index: optional int scalar tensor; when given, the output is the
-            output of op `index` alone and `z` is ignored.
+            output of op `index` alone and `z` is ignored; `index` equal
+            to the number of primitives drops the edge (zeros), as the
+            DARTS rule does with the edges it does not keep.
         prefixes: optional `snas_tf.kernels.SharedPrefixes` of `x` (mixing
             mode, fast kernels): the ops' shared leading layers (ReLU(x),
             the pooling of x, ...) computed once for all ops of the edge;
@@ -116,7 +118,8 @@ class StochasticMixedEdge(keras.layers.Layer):
                 (lambda x, op=op: op(x)) if op is not None else self._zeros
                 for op in self._ops
             ]
-            return ops.switch(index, branches, x)
+            # The last branch: a dropped edge.
+            return ops.switch(index, branches + [self._zeros], x)
         # One unstack, not a strided slice (and its gradient) per op.
         z = ops.unstack(ops.cast(z, x.dtype), num=len(self._ops))
         if self.fast_kernels and prefixes is None:

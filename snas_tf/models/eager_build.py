@@ -15,10 +15,13 @@ from snas_tf.kernels.tracing import short_variable_names
 
 def image_shape(x):
     """(None, H, W, C) of a batch of images given to `fit`, if knowable
-    without reading the data (arrays, tensors, tf.data element specs)."""
+    without reading the data (arrays, tensors, tf.data element specs; of
+    nested inputs such as bi-level DARTS's `((x_train, x_arch), y)`, the
+    first)."""
     if isinstance(x, tf.data.Dataset):
         spec = x.element_spec
-        spec = spec[0] if isinstance(spec, (tuple, list)) else spec
+        while isinstance(spec, (tuple, list)):
+            spec = spec[0]
         shape = getattr(spec, "shape", None)
     else:
         shape = getattr(x, "shape", None)

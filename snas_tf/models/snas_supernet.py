@@ -1,4 +1,5 @@
-"""The SNAS search supernet with a one-loss, one-backward-pass train step.
+"""The SNAS search supernet with a one-loss, one-backward-pass train step,
+and the first-order bi-level DARTS step it is compared with.
 
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
@@ -14,7 +15,8 @@ from keras import ops
 
 from snas_tf import kernels, resource_cost, training
 from snas_tf.cells.search_cell import SearchCell
-from snas_tf.config import ModelConfig, SearchConfig
+from snas_tf.config import MODE_DEFAULTS, ModelConfig, SearchConfig
+from snas_tf.genotype import RULES
 from snas_tf.kernels.tracing import (
     built_by_mixing,
     recomputing,
@@ -27,8 +29,10 @@ from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
-MODES = ("snas", "darts")
+MODES = ("snas", "darts", "darts_single_level")
 ARCH_MODES = MODES + ("argmax",)
+# Arch modes that mix with the deterministic softmax(α).
+_SOFTMAX_MODES = ("darts", "darts_single_level")
 CELL_TYPES = ("normal", "reduce")
 
 
@@ -38,7 +42,8 @@ class ArchSample(NamedTuple):
     Attributes:
         normal: (num_edges, num_ops) weights Z of the normal cells.
         reduce: (num_edges, num_ops) weights Z of the reduction cells.
-        normal_index: (num_edges,) argmax ops in argmax mode, else None.
+        normal_index: (num_edges,) the op each edge runs in argmax mode
+            (`num_ops`: the edge is dropped), else None.
         reduce_index: same for the reduction cells.
     """
 
@@ -71,7 +76,10 @@ class SNASSupernet(
     strategy each replica draws its own Z while α stays one mirrored
     variable. `train_step` computes one loss (cross-entropy + η·penalty) on
     one batch, takes gradients once, and updates θ with `optimizer` and α
-    with `arch_optimizer`.
+    with `arch_optimizer`. In `"darts"` mode it is first-order bi-level
+    DARTS instead, the baseline of the paper's Table 1: each step first
+    updates α from the loss on an architecture batch, then θ from the loss
+    on a training batch (`_bilevel_train_step`).
 
     Labels are integer class ids (sparse), as the data pipelines give.
 
@@ -82,12 +90,17 @@ class SNASSupernet(
         num_nodes: intermediate nodes per cell.
         primitives: candidate ops (logit-column order).
         stem_multiplier: the stem conv has `stem_multiplier * C` channels.
-        mode: `"snas"` (Gumbel noise, temperature λ) or `"darts"`
-            (deterministic softmax of α, no noise, no temperature: the
-            DARTS relaxation, for comparison).
+        mode: `"snas"` (Gumbel noise, temperature λ, one step on one
+            batch), `"darts"` (deterministic softmax of α, no noise, no
+            temperature; bi-level: `fit` data are `((x_train, x_arch),
+            (y_train, y_arch))` batches) or `"darts_single_level"` (the
+            softmax of `"darts"` in the one-batch step of `"snas"`).
         resource_estimator: one of `resource_cost.ESTIMATORS`.
         penalty_strength: η, weight of the resource penalty (0 disables
-            it; 1.5e-3 is the reference README's value).
+            it; None: the mode's, `snas_tf.config.MODE_DEFAULTS`).
+        derivation_rule: the rule of the derived child that argmax mode
+            (and so the child accuracy) evaluates, one of
+            `snas_tf.genotype.RULES`; None: the mode's.
         seed: seed of the Gumbel noise and the α initialisation.
         recompute: in training, keep only each cell's inputs for the
             backward pass and compute its op outputs again there
@@ -106,8 +119,10 @@ class SNASSupernet(
     Call arguments:
         inputs: (batch, H, W, channels) images.
         training: Keras training flag (BatchNorm batch statistics).
-        arch_mode: `"snas"`, `"darts"` or `"argmax"` (the derived child:
-            Z = one-hot argmax α, only the chosen op of each edge runs);
+        arch_mode: one of `MODES` (the two darts modes mix with
+            softmax(α)) or `"argmax"` (the derived child under
+            `derivation_rule`: Z one-hot on each kept edge's op, zero on
+            dropped edges; only the chosen op of each edge runs);
             defaults to `mode`.
 
     Example:
@@ -131,7 +146,8 @@ class SNASSupernet(
         stem_multiplier=ModelConfig.stem_multiplier,
         mode=SearchConfig.mode,
         resource_estimator=SearchConfig.resource_estimator,
-        penalty_strength=SearchConfig.penalty_strength,
+        penalty_strength=None,
+        derivation_rule=None,
         seed=0,
         recompute=False,
         fast_kernels=True,
@@ -144,6 +160,15 @@ class SNASSupernet(
             raise ValueError(
                 f"Unknown resource_estimator {resource_estimator!r}. "
                 f"Expected one of {resource_cost.ESTIMATORS}."
+            )
+        if penalty_strength is None:
+            penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
+        if derivation_rule is None:
+            derivation_rule = MODE_DEFAULTS[mode]["derivation_rule"]
+        if derivation_rule not in RULES:
+            raise ValueError(
+                f"Unknown derivation_rule {derivation_rule!r}. Expected one "
+                f"of {RULES}."
             )
         if penalty_strength < 0:
             raise ValueError(
@@ -174,6 +199,7 @@ class SNASSupernet(
         self.mode = mode
         self.resource_estimator = resource_estimator
         self.penalty_strength = float(penalty_strength)
+        self.derivation_rule = derivation_rule
         self.seed = int(seed)
         self.recompute = recompute
         self.fast_kernels = bool(fast_kernels)
@@ -196,6 +222,9 @@ class SNASSupernet(
         )
         self.noise_seed = keras.random.SeedGenerator(self.seed)
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
+        if mode == "darts":
+            # The loss α descends, on the architecture batches.
+            self.arch_loss_tracker = keras.metrics.Mean(name="arch_loss")
         self.child_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="child_accuracy"
         )
@@ -315,11 +344,14 @@ class SNASSupernet(
                 f"{ARCH_MODES}."
             )
         logits = [self.arch_logits_normal, self.arch_logits_reduce]
+        if arch_mode == "argmax" and self.derivation_rule == "top2":
+            (zn, index_n), (zr, index_r) = map(self._top2_child, logits)
+            return ArchSample(zn, zr, index_n, index_r)
         if arch_mode == "argmax":
             index = [ops.argmax(a, axis=-1) for a in logits]
             z = [gumbel_softmax.hard_one_hot(a) for a in logits]
             return ArchSample(z[0], z[1], index[0], index[1])
-        if arch_mode == "darts":
+        if arch_mode in _SOFTMAX_MODES:
             return ArchSample(*[ops.softmax(a, axis=-1) for a in logits])
         if noise is None:
             noise = self.draw_noise()
@@ -329,6 +361,40 @@ class SNASSupernet(
                 for i, a in enumerate(logits)
             ]
         )
+
+    def _top2_child(self, logits):
+        """(Z, index) of the DARTS-rule child of one cell type.
+
+        As `genotype.derive_genotype(rule="top2")`: each node keeps its two
+        edges of highest max-over-ops softmax(α), `none` excluded (ties to
+        the lower source), each running its strongest op other than
+        `none`; every other edge gets index `num_ops` (dropped: zeros) and
+        a zero row of Z.
+        """
+        space = self.search_space
+        num_ops = space.num_ops
+        real = [k for k, p in enumerate(space.primitives) if p != "none"]
+        probs = ops.take(ops.softmax(logits, axis=-1), real, axis=1)
+        strength = ops.max(probs, axis=1)
+        best = ops.take(
+            ops.convert_to_tensor(real, "int32"), ops.argmax(probs, axis=1)
+        )
+        nodes = np.array([e.node for e in space.edges])
+        order = np.arange(space.num_edges)
+        same_node = nodes[:, None] == nodes[None, :]
+        earlier = order[None, :] < order[:, None]
+        # ahead[e, f]: edge f of e's node ranks before e.
+        mine, theirs = strength[:, None], strength[None, :]
+        ahead = ops.logical_and(
+            same_node,
+            ops.logical_or(
+                ops.greater(theirs, mine),
+                ops.logical_and(ops.equal(theirs, mine), earlier),
+            ),
+        )
+        rank = ops.sum(ops.cast(ahead, "int32"), axis=1)
+        index = ops.where(rank < 2, best, num_ops)
+        return ops.one_hot(index, num_ops, dtype=logits.dtype), index
 
     def forward(self, inputs, sample: ArchSample, training=None):
         """Logits of the network for given op weights."""
@@ -433,6 +499,11 @@ class SNASSupernet(
             if replica_jit
             else self._loss_and_gradients
         )
+        self._softmax_gradient_fn = (
+            tf.function(self._softmax_loss_and_gradients, jit_compile=True)
+            if replica_jit
+            else self._softmax_loss_and_gradients
+        )
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         for opt in (self.optimizer, self.arch_optimizer):
             training.check_no_clipping(opt)
@@ -467,6 +538,8 @@ class SNASSupernet(
         return loss, penalty, y_pred, grads
 
     def train_step(self, data):
+        if self.mode == "darts":
+            return self._bilevel_train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
         weights, arch = self.weight_variables, self.arch_variables
@@ -497,6 +570,85 @@ class SNASSupernet(
         logs.pop(self.child_accuracy.name, None)
         return logs
 
+    def _softmax_loss_and_gradients(self, x, y, sample_weight, part):
+        """Loss on one batch with softmax(α) mixing, and its gradients
+        with respect to `part`: `"arch"` (α) or `"weights"` (θ).
+
+        Returns (loss, penalty, y_pred, gradients); `loss` is the
+        replica-scaled cross-entropy, without the penalty.
+        """
+        variables = (
+            self.arch_variables if part == "arch" else self.weight_variables
+        )
+        with tf.GradientTape() as tape:
+            sample = self.sample_architecture("darts")
+            y_pred = self.forward(x, sample, training=True)
+            loss = self.compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
+            )
+            penalty = self.resource_penalty(sample)
+            total = loss + training.per_replica(self.penalty_strength * penalty)
+        with recomputing():
+            grads = tape.gradient(total, variables)
+        return loss, penalty, y_pred, grads
+
+    def _bilevel_train_step(self, data):
+        """First-order bi-level DARTS (Liu et al., ICLR 2019, §2.3 with
+        ξ = 0), the baseline of SNAS's Table 1.
+
+        `data` pairs a training batch with an architecture batch:
+        `((x_train, x_arch), (y_train, y_arch))`. First α descends the
+        loss on the architecture batch with the current θ, then θ the loss
+        on the training batch with the new α, as DARTS's search loop does.
+        Each update clips, decays and applies as the SNAS step does. The
+        logged `loss` and metrics are the training batch's; `arch_loss`
+        is the architecture batch's.
+        """
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        if not (
+            isinstance(x, (tuple, list))
+            and isinstance(y, (tuple, list))
+            and len(x) == len(y) == 2
+        ):
+            raise ValueError(
+                "mode 'darts' trains on ((x_train, x_arch), (y_train, "
+                "y_arch)) batches (search_data(..., arch_fraction=f)); got "
+                f"x of type {type(x).__name__}. Use mode 'darts_single_level' "
+                "for plain (x, y) batches."
+            )
+        (x_train, x_arch), (y_train, y_arch) = x, y
+        sw_train, sw_arch = sample_weight or (None, None)
+        self._ensure_built(x_train)
+        arch_loss, penalty, _, grads = self._softmax_gradient_fn(
+            x_arch, y_arch, sw_arch, "arch"
+        )
+        training.apply_update(
+            self.arch_optimizer,
+            grads,
+            self.arch_variables,
+            self.arch_clipnorm,
+            self.arch_weight_decay,
+        )
+        loss, _, y_pred, grads = self._softmax_gradient_fn(
+            x_train, y_train, sw_train, "weights"
+        )
+        training.apply_update(
+            self.optimizer,
+            grads,
+            self.weight_variables,
+            self.clipnorm,
+            self.weight_decay,
+        )
+        training.track_loss(self, loss, ops.shape(x_train)[0])
+        self.arch_loss_tracker.update_state(
+            arch_loss * training.num_replicas(),
+            sample_weight=ops.shape(x_arch)[0],
+        )
+        self.penalty_tracker.update_state(penalty)
+        logs = self.compute_metrics(x_train, y_train, y_pred, sw_train)
+        logs.pop(self.child_accuracy.name, None)
+        return logs
+
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
@@ -510,8 +662,10 @@ class SNASSupernet(
         child = self(x, training=False, arch_mode="argmax")
         self.child_accuracy.update_state(y, child, sample_weight)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
-        # The penalty is a training quantity; evaluation does not track it.
+        # The penalty (and darts mode's arch_loss) are training
+        # quantities; evaluation does not track them.
         logs.pop(self.penalty_tracker.name, None)
+        logs.pop("arch_loss", None)
         return logs
 
     def get_config(self):
@@ -526,6 +680,7 @@ class SNASSupernet(
             mode=self.mode,
             resource_estimator=self.resource_estimator,
             penalty_strength=self.penalty_strength,
+            derivation_rule=self.derivation_rule,
             seed=self.seed,
             recompute=self.recompute,
             fast_kernels=self.fast_kernels,

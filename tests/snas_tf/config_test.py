@@ -74,6 +74,33 @@ def test_defaults_follow_the_paper():
     assert config.search.temperature_final == pytest.approx(0.03)
 
 
+@pytest.mark.parametrize(
+    "overrides, eta, rule",
+    [
+        ([], 1.5e-3, "edge_all"),
+        (["search.mode=darts"], 0.0, "top2"),
+        (["search.mode=darts_single_level"], 1.5e-3, "edge_all"),
+        (
+            [
+                "search.mode=darts",
+                "search.penalty_strength=2e-3",
+                "search.derivation_rule=edge_all",
+            ],
+            2e-3,
+            "edge_all",
+        ),
+        (["search.derivation_rule=top2"], 1.5e-3, "top2"),
+    ],
+)
+def test_null_penalty_and_rule_are_the_modes(overrides, eta, rule):
+    # Bi-level DARTS as its authors run it: no resource penalty, two
+    # edges per node; an explicit value wins in every mode.
+    s = load_config([], overrides).search
+    assert s.resolved_penalty_strength == pytest.approx(eta)
+    assert s.resolved_derivation_rule == rule
+    assert SearchConfig().arch_fraction == 0.5
+
+
 def test_files_merge_in_order_then_overrides(tmp_path):
     a, b = tmp_path / "a.yaml", tmp_path / "b.yaml"
     a.write_text("search: {epochs: 3, batch_size: 8}\n")

@@ -468,6 +468,20 @@ EARLY_CASES = {
         retrain("{w}/new", "--override=child.genotype={w}/empty/"),
         "'child.genotype': '{w}/empty/' is a directory; expected a file",
     ),
+    "unknown_search_mode": (
+        search("{w}/new", "--override=search.mode=darts_bilevel"),
+        "'search.mode' must be one of ('snas', 'darts', "
+        "'darts_single_level'), got 'darts_bilevel'",
+    ),
+    "unknown_derivation_rule": (
+        search("{w}/new", "--override=search.derivation_rule=top3"),
+        "'search.derivation_rule' must be one of ('edge_all', 'top2'), got "
+        "'top3'",
+    ),
+    "arch_fraction_out_of_range": (
+        search("{w}/new", "--override=search.arch_fraction=1.0"),
+        "'search.arch_fraction' must be in (0, 1), got 1.0",
+    ),
 }
 
 

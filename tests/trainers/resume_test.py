@@ -123,3 +123,25 @@ def test_killed_search_resumes_to_the_same_genotype_and_weights(tmp_path):
 def test_killed_retrain_resumes_to_the_same_weights(tmp_path):
     resumed, reference = _kill_twice_and_resume(tmp_path, RETRAIN, 5, 2)
     assert (resumed / "model.keras").is_file()
+
+
+@pytest.mark.slow
+def test_killed_darts_search_resumes_to_the_same_genotype_and_weights(
+    tmp_path,
+):
+    # Bi-level DARTS through run_search: 96 digits, 10% validation, the
+    # rest halved into θ and α splits; batches of 8 give 5 steps an epoch.
+    job = [
+        *(a for a in SEARCH if "batch_size" not in a),
+        "--override=search.batch_size=8",
+        "--override=search.mode=darts",
+    ]
+    resumed, _ = _kill_twice_and_resume(tmp_path, job, 3, 2)
+    history = json.loads((resumed / "history.json").read_text())
+    assert [e["epoch"] for e in history["epochs"]] == [0, 1]
+    last = history["epochs"][-1]
+    assert {"arch_loss", "val_child_accuracy", "loss"} <= set(last)
+    # The DARTS rule: two edges per node in both cells.
+    genotype = json.loads((resumed / "genotype.json").read_text())
+    for cell in ("normal", "reduce"):
+        assert [len(node) for node in genotype[cell]] == [2, 2], cell

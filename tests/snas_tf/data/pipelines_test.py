@@ -147,3 +147,58 @@ def test_bad_digits_input(overrides, batch, message):
     cfg = DataConfig(dataset="digits", image_size=8, **overrides)
     with pytest.raises(ValueError, match=message):
         data.search_data(cfg, batch)
+
+
+# --- the paired batches of bi-level DARTS -----------------------------------
+
+
+@pytest.fixture
+def indexed_digits(monkeypatch):
+    """`_load` gives 120 examples whose label is their index."""
+    from snas_tf.data import pipelines
+    from snas_tf.data.sources import _Source
+
+    def load(cfg, split, seed):
+        ds = tf.data.Dataset.range(120).map(
+            lambda i: (tf.fill([8, 8, 1], tf.cast(i, tf.uint8)), i)
+        )
+        return _Source(ds, 120, 120, (8, 8, 1))
+
+    monkeypatch.setattr(pipelines, "_load", load)
+    return _small_digits(augment="none", cutout=0)
+
+
+def _pairs(ds):
+    """Train and arch labels (here: indices) of a paired pipeline."""
+    train, arch = [], []
+    for (x_train, x_arch), (y_train, y_arch) in ds:
+        assert x_train.shape == x_arch.shape
+        train += y_train.numpy().tolist()
+        arch += y_arch.numpy().tolist()
+    return train, arch
+
+
+def test_paired_batches_come_from_disjoint_splits(indexed_digits):
+    p = data.search_data(indexed_digits, 4, seed=0, epochs=2, arch_fraction=0.5)
+    snas = data.search_data(indexed_digits, 4, seed=0)
+    assert p.train_examples + p.arch_examples + p.validation_examples == 120
+    assert p.validation_examples == snas.validation_examples
+    assert p.steps_per_epoch == min(p.train_examples, p.arch_examples) // 4
+    train, arch = _pairs(p.train)
+    assert len(train) == len(arch) == 2 * p.steps_per_epoch * 4
+    _, val = epoch_arrays(p.validation)
+    _, snas_val = epoch_arrays(snas.validation)
+    assert set(val) == set(snas_val)
+    assert not set(train) & set(arch)
+    assert not (set(train) | set(arch)) & set(val)
+    # Each epoch holds distinct examples; the two orders differ.
+    steps = p.steps_per_epoch * 4
+    assert len(set(arch[:steps])) == steps
+    assert train[:steps] != train[steps:]
+    assert p.train.options().experimental_distribute.auto_shard_policy == DATA
+
+
+def test_paired_pipeline_resumes_its_order(indexed_digits):
+    whole = _pairs(data.search_data(indexed_digits, 4, 7, 2, (0, 0), 0.5).train)
+    rest = _pairs(data.search_data(indexed_digits, 4, 7, 2, (0, 3), 0.5).train)
+    assert rest[0] == whole[0][12:] and rest[1] == whole[1][12:]

@@ -17,7 +17,7 @@ from pipeline_testing import epoch_arrays
 
 from snas_tf import data
 from snas_tf.config import DataConfig
-from snas_tf.data.sources import _carve, _hash_below, _Source
+from snas_tf.data.sources import _carve, _carve_arch, _hash_below, _Source
 
 AUTO = tf.data.experimental.AutoShardPolicy.AUTO
 
@@ -70,6 +70,45 @@ def test_carve_is_the_same_for_every_run():
 def test_carve_refuses_an_empty_split():
     with pytest.raises(ValueError, match="empty split"):
         _carve(_indexed_source(1), 0.5)
+
+
+# --- the architecture split of bi-level DARTS -------------------------------
+
+
+@pytest.mark.parametrize("validation, arch", [(0.1, 0.5), (0.3, 0.2)])
+def test_arch_carve_is_disjoint_from_train_and_validation(validation, arch):
+    n = 1000
+    source = _indexed_source(n)
+    train, arch_part, val = _carve_arch(source, validation, arch)
+    ids = [_labels(p.dataset) for p in (train, arch_part, val)]
+    train_ids, arch_ids, val_ids = ids
+    assert not train_ids & arch_ids
+    assert not arch_ids & val_ids and not train_ids & val_ids
+    assert train_ids | arch_ids | val_ids == set(range(n))
+    assert [len(i) for i in ids] == [
+        p.num_examples for p in (train, arch_part, val)
+    ]
+    # The validation share is a SNAS search's; the architecture share is
+    # `arch` of the rest, and the same in every run.
+    assert val_ids == _labels(_carve(source, validation)[1].dataset)
+    assert len(arch_ids) / (n - len(val_ids)) == pytest.approx(arch, abs=0.01)
+    assert arch_ids == _labels(_carve_arch(source, validation, arch)[1].dataset)
+
+
+def test_arch_carve_without_validation_share_and_bad_fractions():
+    source = _indexed_source(200)
+    train, arch, val = _carve_arch(source, None, 0.5)
+    assert val is None
+    train_ids, arch_ids = _labels(train.dataset), _labels(arch.dataset)
+    assert not train_ids & arch_ids
+    assert train_ids | arch_ids == set(range(200))
+    for bad in (0.0, 1.0):
+        with pytest.raises(
+            ValueError, match=r"search.arch_fraction .*\(0, 1\)"
+        ):
+            _carve_arch(source, 0.1, bad)
+    with pytest.raises(ValueError, match="empty architecture split"):
+        _carve_arch(_indexed_source(2), 0.1, 0.01)
 
 
 # --- TFDS (mocked) ----------------------------------------------------------

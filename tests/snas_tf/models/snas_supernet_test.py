@@ -223,9 +223,10 @@ def test_mirrored_alpha_stays_identical_while_noise_differs(mirrored):
 
 
 def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
-    # Deterministic relaxation (darts mode) and a global batch whose two
-    # halves are equal, so each replica's BatchNorm statistics equal the
-    # global ones: two replicas must then reproduce one device exactly,
+    # Deterministic relaxation (darts_single_level: SNAS's one-batch step
+    # with softmax(α)) and a global batch whose two halves are equal, so
+    # each replica's BatchNorm statistics equal the global ones: two
+    # replicas must then reproduce one device exactly,
     # with the penalty counted once and weight decay and momentum on.
     x, y = tiny_data(n=2)
     x, y = np.concatenate([x, x]), np.concatenate([y, y])
@@ -234,7 +235,7 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
     def train(strategy):
         with strategy.scope():
             model = tiny_supernet(
-                mode="darts",
+                mode="darts_single_level",
                 penalty_strength=0.5,
                 resource_estimator="discrete",
             )
