@@ -12,8 +12,9 @@ import keras
 import numpy as np
 
 from snas_tf import resource_cost
+from snas_tf.collapse import count_weightless
 from snas_tf.config import SearchConfig
-from snas_tf.genotype import count_weightless, derive_genotype
+from snas_tf.genotype import derive_genotype
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.drop_path import DropPath
 from snas_tf.schedules import temperature_at

@@ -307,3 +307,29 @@ def resource_penalty(
         ops.cast(z, ops.dtype(logits)), logits, temperature
     )
     return ops.sum(log_p * ops.cast(cost, log_p.dtype))
+
+
+def network_cost_tables(cells, size, search_space):
+    """Per-cell cost tables of a network, keyed by cell type.
+
+    Args:
+        cells: `(channels, reduction)` of each cell, in order.
+        size: the input side H of the first cell (None: unknown).
+        search_space: the space the tables' rows and columns follow.
+
+    Returns:
+        `{"normal": (n, ...), "reduce": (m, ...)}` stacked tables (types
+        without a cell left out), or None if `size` is None: each cell
+        has its own channel count and resolution.
+    """
+    if size is None:
+        return None
+    tables = {"normal": [], "reduce": []}
+    for channels, reduction in cells:
+        kind = "reduce" if reduction else "normal"
+        tables[kind].append(
+            cell_cost_table(channels, size, reduction, search_space)
+        )
+        if reduction:
+            size = (size + 1) // 2
+    return {t: np.stack(v) for t, v in tables.items() if v}

@@ -5,7 +5,10 @@ one line and exit status 2 without TensorFlow's start-up cost.
 """
 
 import argparse
+import contextlib
 import os
+
+from snas_tf import dir_lock
 
 
 class Parser(argparse.ArgumentParser):
@@ -94,3 +97,16 @@ def check_paths(args) -> None:
     model_dir = getattr(args, "model_dir", None)
     check("--model-dir", model_dir, True, args.command in _READS_MODEL_DIR)
     check("--out", getattr(args, "out", None), True, False)
+
+
+def job_lock(model_dir, flag="--model-dir", config=None):
+    """The writer lock of the job's output directory (`snas_tf.dir_lock`),
+    taken before TensorFlow is imported, so a second job on a directory in
+    use fails at once. Workers of a multi-worker job share `--model-dir`:
+    the job itself locks each worker's own directory."""
+    if (
+        config is not None
+        and config.runtime.strategy == "multi_worker_mirrored"
+    ):
+        return contextlib.nullcontext()
+    return dir_lock.hold(model_dir, flag)

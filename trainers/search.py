@@ -24,9 +24,10 @@ from snas_tf.checkpointing import (
     fit_resumable,
     restore,
 )
+from snas_tf.collapse import holds_weights
 from snas_tf.config import Config, save_config
 from snas_tf.data import search_data
-from snas_tf.genotype import derive_genotype, holds_weights
+from snas_tf.genotype import derive_genotype
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.runtime import job_runtime
 from snas_tf.strategy import is_chief, make_strategy

@@ -15,8 +15,27 @@ Reference:
 """
 
 import math
+from typing import NamedTuple
 
 from keras import ops
+
+
+class ArchSample(NamedTuple):
+    """Op weights of both cell types for one forward pass.
+
+    Attributes:
+        normal: (num_edges, num_ops) weights Z of the normal cells.
+        reduce: (num_edges, num_ops) weights Z of the reduction cells.
+        normal_index: (num_edges,) the op each edge runs in argmax mode
+            (`num_ops`: the edge is dropped), else None.
+        reduce_index: same for the reduction cells.
+    """
+
+    normal: object
+    reduce: object
+    normal_index: object = None
+    reduce_index: object = None
+
 
 # Keeps -log(-log U) finite: U is clipped to [_LOW, _HIGH]; 1 - 1e-7 is
 # still below 1.0 in float32 (1 - 1e-10 would round to 1.0).

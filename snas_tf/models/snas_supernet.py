@@ -6,10 +6,7 @@ Reference:
     §2-3; the authors' code (model_search.py, train_search.py).
 """
 
-from typing import NamedTuple
-
 import keras
-import numpy as np
 import tensorflow as tf
 from keras import ops
 
@@ -23,7 +20,9 @@ from snas_tf.kernels.tracing import (
     short_variable_names,
 )
 from snas_tf.layers import gumbel_softmax
+from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
+from snas_tf.models.bilevel_darts import BilevelDARTS, top2_child
 from snas_tf.models.eager_build import BuildsBeforeFit
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
@@ -36,21 +35,11 @@ _SOFTMAX_MODES = ("darts", "darts_single_level")
 CELL_TYPES = ("normal", "reduce")
 
 
-class ArchSample(NamedTuple):
-    """Op weights of both cell types for one forward pass.
-
-    Attributes:
-        normal: (num_edges, num_ops) weights Z of the normal cells.
-        reduce: (num_edges, num_ops) weights Z of the reduction cells.
-        normal_index: (num_edges,) the op each edge runs in argmax mode
-            (`num_ops`: the edge is dropped), else None.
-        reduce_index: same for the reduction cells.
-    """
-
-    normal: object
-    reduce: object
-    normal_index: object = None
-    reduce_index: object = None
+def _check_choice(name, value, choices):
+    if value not in choices:
+        raise ValueError(
+            f"Unknown {name} {value!r}. Expected one of {choices}."
+        )
 
 
 def _recomputed(cell):
@@ -65,7 +54,10 @@ def _recomputed(cell):
 
 @keras.saving.register_keras_serializable(package="snas_tf")
 class SNASSupernet(
-    BuildsBeforeFit, training.SingleFunctionTrainStep, keras.Model
+    BilevelDARTS,
+    BuildsBeforeFit,
+    training.SingleFunctionTrainStep,
+    keras.Model,
 ):
     """The SNAS supernet: stem, L search cells, global pool, classifier.
 
@@ -154,22 +146,15 @@ class SNASSupernet(
         **kwargs,
     ):
         super().__init__(**kwargs)
-        if mode not in MODES:
-            raise ValueError(f"Unknown mode {mode!r}. Expected one of {MODES}.")
-        if resource_estimator not in resource_cost.ESTIMATORS:
-            raise ValueError(
-                f"Unknown resource_estimator {resource_estimator!r}. "
-                f"Expected one of {resource_cost.ESTIMATORS}."
-            )
+        _check_choice("mode", mode, MODES)
+        _check_choice(
+            "resource_estimator", resource_estimator, resource_cost.ESTIMATORS
+        )
         if penalty_strength is None:
             penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
         if derivation_rule is None:
             derivation_rule = MODE_DEFAULTS[mode]["derivation_rule"]
-        if derivation_rule not in RULES:
-            raise ValueError(
-                f"Unknown derivation_rule {derivation_rule!r}. Expected one "
-                f"of {RULES}."
-            )
+        _check_choice("derivation_rule", derivation_rule, RULES)
         if penalty_strength < 0:
             raise ValueError(
                 f"penalty_strength must be >= 0, got {penalty_strength!r}."
@@ -266,7 +251,11 @@ class SNASSupernet(
             raise ValueError(
                 f"Expected images of shape (batch, H, W, C), got {input_shape}."
             )
-        self.cost_tables = self._cost_tables(input_shape[1])
+        self.cost_tables = resource_cost.network_cost_tables(
+            [(c.channels, c.reduction) for c in self.cells],
+            input_shape[1],
+            self.search_space,
+        )
         # Build every op of every edge with one eager pass in mixing mode on
         # a one-image batch: outside the conditionals of argmax mode, and
         # far faster than tracing the network symbolically (the supernet
@@ -281,23 +270,6 @@ class SNASSupernet(
             self.forward(x, ArchSample(z, z), training=False)
         if getattr(self, "compiled", False):
             self._build_training_state()
-
-    def _cost_tables(self, size):
-        """Per-cell resource cost tables, keyed by cell type (None if H is
-        unknown): each cell has its own channel count and resolution."""
-        if size is None:
-            return None
-        tables = {t: [] for t in CELL_TYPES}
-        for cell in self.cells:
-            kind = "reduce" if cell.reduction else "normal"
-            tables[kind].append(
-                resource_cost.cell_cost_table(
-                    cell.channels, size, cell.reduction, self.search_space
-                )
-            )
-            if cell.reduction:
-                size = (size + 1) // 2
-        return {t: np.stack(v) for t, v in tables.items() if v}
 
     @property
     def arch_variables(self) -> list:
@@ -345,7 +317,9 @@ class SNASSupernet(
             )
         logits = [self.arch_logits_normal, self.arch_logits_reduce]
         if arch_mode == "argmax" and self.derivation_rule == "top2":
-            (zn, index_n), (zr, index_r) = map(self._top2_child, logits)
+            (zn, index_n), (zr, index_r) = map(
+                lambda a: top2_child(a, self.search_space), logits
+            )
             return ArchSample(zn, zr, index_n, index_r)
         if arch_mode == "argmax":
             index = [ops.argmax(a, axis=-1) for a in logits]
@@ -361,40 +335,6 @@ class SNASSupernet(
                 for i, a in enumerate(logits)
             ]
         )
-
-    def _top2_child(self, logits):
-        """(Z, index) of the DARTS-rule child of one cell type.
-
-        As `genotype.derive_genotype(rule="top2")`: each node keeps its two
-        edges of highest max-over-ops softmax(α), `none` excluded (ties to
-        the lower source), each running its strongest op other than
-        `none`; every other edge gets index `num_ops` (dropped: zeros) and
-        a zero row of Z.
-        """
-        space = self.search_space
-        num_ops = space.num_ops
-        real = [k for k, p in enumerate(space.primitives) if p != "none"]
-        probs = ops.take(ops.softmax(logits, axis=-1), real, axis=1)
-        strength = ops.max(probs, axis=1)
-        best = ops.take(
-            ops.convert_to_tensor(real, "int32"), ops.argmax(probs, axis=1)
-        )
-        nodes = np.array([e.node for e in space.edges])
-        order = np.arange(space.num_edges)
-        same_node = nodes[:, None] == nodes[None, :]
-        earlier = order[None, :] < order[:, None]
-        # ahead[e, f]: edge f of e's node ranks before e.
-        mine, theirs = strength[:, None], strength[None, :]
-        ahead = ops.logical_and(
-            same_node,
-            ops.logical_or(
-                ops.greater(theirs, mine),
-                ops.logical_and(ops.equal(theirs, mine), earlier),
-            ),
-        )
-        rank = ops.sum(ops.cast(ahead, "int32"), axis=1)
-        index = ops.where(rank < 2, best, num_ops)
-        return ops.one_hot(index, num_ops, dtype=logits.dtype), index
 
     def forward(self, inputs, sample: ArchSample, training=None):
         """Logits of the network for given op weights."""
@@ -494,15 +434,13 @@ class SNASSupernet(
             jit_compile=jit,
             **kwargs,
         )
-        self._gradient_fn = (
-            tf.function(self._loss_and_gradients, jit_compile=True)
-            if replica_jit
-            else self._loss_and_gradients
-        )
-        self._softmax_gradient_fn = (
-            tf.function(self._softmax_loss_and_gradients, jit_compile=True)
-            if replica_jit
-            else self._softmax_loss_and_gradients
+        # The per-replica passes, XLA-compiled when asked.
+        self._gradient_fn, self._softmax_gradient_fn = (
+            tf.function(fn, jit_compile=True) if replica_jit else fn
+            for fn in (
+                self._loss_and_gradients,
+                self._softmax_loss_and_gradients,
+            )
         )
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         for opt in (self.optimizer, self.arch_optimizer):
@@ -567,85 +505,6 @@ class SNASSupernet(
         self.penalty_tracker.update_state(penalty)
         logs = self.compute_metrics(x, y, y_pred, sample_weight)
         # The child accuracy is measured in test_step only.
-        logs.pop(self.child_accuracy.name, None)
-        return logs
-
-    def _softmax_loss_and_gradients(self, x, y, sample_weight, part):
-        """Loss on one batch with softmax(α) mixing, and its gradients
-        with respect to `part`: `"arch"` (α) or `"weights"` (θ).
-
-        Returns (loss, penalty, y_pred, gradients); `loss` is the
-        replica-scaled cross-entropy, without the penalty.
-        """
-        variables = (
-            self.arch_variables if part == "arch" else self.weight_variables
-        )
-        with tf.GradientTape() as tape:
-            sample = self.sample_architecture("darts")
-            y_pred = self.forward(x, sample, training=True)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
-            )
-            penalty = self.resource_penalty(sample)
-            total = loss + training.per_replica(self.penalty_strength * penalty)
-        with recomputing():
-            grads = tape.gradient(total, variables)
-        return loss, penalty, y_pred, grads
-
-    def _bilevel_train_step(self, data):
-        """First-order bi-level DARTS (Liu et al., ICLR 2019, §2.3 with
-        ξ = 0), the baseline of SNAS's Table 1.
-
-        `data` pairs a training batch with an architecture batch:
-        `((x_train, x_arch), (y_train, y_arch))`. First α descends the
-        loss on the architecture batch with the current θ, then θ the loss
-        on the training batch with the new α, as DARTS's search loop does.
-        Each update clips, decays and applies as the SNAS step does. The
-        logged `loss` and metrics are the training batch's; `arch_loss`
-        is the architecture batch's.
-        """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        if not (
-            isinstance(x, (tuple, list))
-            and isinstance(y, (tuple, list))
-            and len(x) == len(y) == 2
-        ):
-            raise ValueError(
-                "mode 'darts' trains on ((x_train, x_arch), (y_train, "
-                "y_arch)) batches (search_data(..., arch_fraction=f)); got "
-                f"x of type {type(x).__name__}. Use mode 'darts_single_level' "
-                "for plain (x, y) batches."
-            )
-        (x_train, x_arch), (y_train, y_arch) = x, y
-        sw_train, sw_arch = sample_weight or (None, None)
-        self._ensure_built(x_train)
-        arch_loss, penalty, _, grads = self._softmax_gradient_fn(
-            x_arch, y_arch, sw_arch, "arch"
-        )
-        training.apply_update(
-            self.arch_optimizer,
-            grads,
-            self.arch_variables,
-            self.arch_clipnorm,
-            self.arch_weight_decay,
-        )
-        loss, _, y_pred, grads = self._softmax_gradient_fn(
-            x_train, y_train, sw_train, "weights"
-        )
-        training.apply_update(
-            self.optimizer,
-            grads,
-            self.weight_variables,
-            self.clipnorm,
-            self.weight_decay,
-        )
-        training.track_loss(self, loss, ops.shape(x_train)[0])
-        self.arch_loss_tracker.update_state(
-            arch_loss * training.num_replicas(),
-            sample_weight=ops.shape(x_arch)[0],
-        )
-        self.penalty_tracker.update_state(penalty)
-        logs = self.compute_metrics(x_train, y_train, y_pred, sw_train)
         logs.pop(self.child_accuracy.name, None)
         return logs
 
