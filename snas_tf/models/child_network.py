@@ -32,7 +32,13 @@ import keras
 
 from snas_tf.genotype import Genotype, get_genotype
 from snas_tf.layers.drop_path import DropPath
-from snas_tf.ops import batch_norm, build_op, factorized_reduce, relu_conv_bn
+from snas_tf.ops import (
+    batch_norm,
+    build_op,
+    factorized_reduce,
+    relu_conv_bn,
+    strided_padding,
+)
 from snas_tf.search_space import NUM_CELL_INPUTS, reduction_cells
 
 NETWORKS = ("cifar", "imagenet")
@@ -156,12 +162,15 @@ def _cell(s0, s1, nodes, spec: CellSpec, layers, drop_path=False):
 
 
 def _conv_bn(x, filters, stride, name, layers):
-    """3x3 convolution (no bias) and BatchNorm, as in the DARTS stems."""
+    """3x3 convolution (no bias) and BatchNorm, as in the DARTS stems; a
+    stride-2 one padded symmetrically, as PyTorch does."""
+    if stride == 2:
+        x = strided_padding(3, f"{name}_pad", layers)(x)
     x = layers.Conv2D(
         filters,
         3,
         strides=stride,
-        padding="same",
+        padding="valid" if stride == 2 else "same",
         use_bias=False,
         name=f"{name}_conv",
     )(x)
