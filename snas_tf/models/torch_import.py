@@ -7,7 +7,7 @@ genotypes: all 14 edges of a cell listed, `none` ones included) or with
 `load_torch_state_dict` copies such a state_dict (a mapping of tensor name
 to array; torch tensors convert with `numpy()`) into a model from
 `build_child_network`, so that the two compute the same numbers
-(tests/reference checks it). PyTorch is not needed: the arrays are only
+(docs/parity.md §1). PyTorch is not needed: the arrays are only
 transposed.
 
 - convolutions (O, I, kh, kw) -> (kh, kw, I, O); depthwise (C, 1, k, k)
