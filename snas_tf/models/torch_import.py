@@ -27,9 +27,9 @@ import re
 import numpy as np
 
 from snas_tf.genotype import Genotype
+from snas_tf.models.child_network import LAYOUTS
 from snas_tf.search_space import NUM_CELL_INPUTS, reduction_cells
 
-LAYOUTS = ("edge_all", "darts")
 # Official module per layout, for messages.
 _MODULES = {"edge_all": "model_edge_all", "darts": "model"}
 _NUM_NODES = 4
@@ -236,7 +236,7 @@ def torch_tensor_map(model, torch_genotype, layout: str = "edge_all"):
         out += _conv(f"{a}.features.5", "aux_conv2")
         if network == "cifar" or layout == "darts":
             # model.py's ImageNet head keeps BatchNorm2d(768);
-            # model_edge_all.py's does not (docs/decisions.md).
+            # model_edge_all.py's does not: build_child_network(layout=).
             out += _bn(f"{a}.features.6", "aux_bn2")
         out += _dense(f"{a}.classifier", "aux_classifier")
     return out + _dense("classifier", "classifier")
@@ -257,8 +257,8 @@ def load_torch_state_dict(
     Args:
         model: a model from `build_child_network` for the same genotype
             (`genotype_from_torch(torch_genotype, layout)`), network,
-            channels, cell count and class count; with the auxiliary head
-            if the state_dict has one.
+            channels, cell count, class count and `layout`; with the
+            auxiliary head if the state_dict has one.
         state_dict: mapping of official tensor name to array (torch
             tensors: `{k: v.numpy() for k, v in sd.items()}`).
         torch_genotype: the official genotype the network was built with

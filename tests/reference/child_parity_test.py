@@ -30,7 +30,11 @@ from snas_tf.models.torch_import import (
 )
 
 FIXTURES = pathlib.Path(__file__).resolve().parent / "fixtures"
-CASES = ("cifar_edge_all_coverage", "cifar_edge_all_moderate")
+CASES = (
+    "cifar_edge_all_coverage",
+    "cifar_edge_all_moderate",
+    "imagenet_darts_moderate",
+)
 RTOL, ATOL = 1e-4, 1e-6
 # The fixtures are float32, computed in float64 from float32-exact inputs.
 RTOL_FLOAT64 = 1e-6
@@ -67,11 +71,12 @@ def _run_case(case):
     model = build_child_network(
         genotype_from_torch(meta, layout),
         network=meta["network"],
-        num_classes=meta["num_classes"],
+        num_classes=meta["classes"],
         channels=meta["channels"],
         num_layers=meta["layers"],
-        image_size=meta["image_size"],
+        image_size=meta["image"],
         auxiliary=True,
+        layout=layout,
     )
     state = {
         k.removeprefix("state/"): v
@@ -91,10 +96,11 @@ def _run_case(case):
     }
     ce = tf.keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     variables = {}
+    reference_grads = _reference_gradients(arrays)
     for torch_name, layer_name, index, axes in torch_tensor_map(
         model, meta, layout
     ):
-        if f"grad/{torch_name}" in arrays:
+        if torch_name in reference_grads:
             variables[torch_name] = (
                 model.get_layer(layer_name).weights[index],
                 axes,
@@ -110,12 +116,25 @@ def _run_case(case):
     }
     out["grad"] = {}
     for (name, (_, axes)), grad in zip(variables.items(), grads, strict=True):
-        ref = arrays[f"grad/{name}"]
+        ref = reference_grads[name]
         ref = ref if axes is None else np.transpose(ref, axes)
         out["grad"][name] = (grad.numpy(), ref)
-    missing = {k[5:] for k in arrays if k.startswith("grad/")} - set(variables)
+    missing = set(reference_grads) - set(variables)
     assert not missing, f"no weight for the reference gradients {missing}"
     out["moving"] = _moving_statistics(model, state, arrays, meta, layout)
+    return out
+
+
+def _reference_gradients(arrays):
+    """{torch name: gradient}. The auxiliary head's 768-channel conv on a
+    2x2 map is stored as the factors its gradient sums over the batch
+    (its input and output gradient), in float64."""
+    out = {k[5:]: v for k, v in arrays.items() if k.startswith("grad/")}
+    for key in arrays:
+        if key.startswith("grad_factors/") and key.endswith("/input"):
+            name = key[len("grad_factors/") : -len("/input")]
+            dy = arrays[f"grad_factors/{name}/output_grad"]
+            out[name] = np.einsum("no,nikl->oikl", dy[:, :, 0, 0], arrays[key])
     return out
 
 

@@ -24,7 +24,9 @@ running statistics (so that a mixed-up mapping shows), and writes
 - `train/logits`, `train/aux_logits`: train mode (batch statistics),
   drop-path 0;
 - `grad/<name>`: the gradient of CE + 0.4 * aux CE (batch means) with
-  respect to every parameter, in train mode;
+  respect to every parameter, in train mode; for the auxiliary head's
+  768-channel conv, `grad_factors/<name>/input` and `/output_grad`
+  instead, whose products summed over the batch are that gradient;
 - `train_state/<name>`: the BatchNorm running statistics after that one
   train-mode forward;
 - `meta`: the case as JSON (module, class, sizes, the official edge lists).
@@ -45,10 +47,10 @@ import numpy as np
 
 REFERENCE_COMMIT = "9a43adbdf90d4969b19e448c0d094091bc5efb4f"
 AUX_WEIGHT = 0.4
-# Batch 8, not 2: with 2 samples the auxiliary head's BatchNorm(768) (1x1
-# maps) normalises over 2 values and train-mode gradients become so
-# ill-conditioned that float32 rounding alone moves them by more than the
-# tests' tolerance (docs/parity.md).
+# Batch 8, not 2, where the auxiliary head has a BatchNorm(768): on its 1x1
+# maps, 2 samples make train-mode gradients so ill-conditioned that float32
+# rounding alone moves them by more than the tests' tolerance
+# (docs/parity.md §1).
 BATCH = 8
 HERE = pathlib.Path(__file__).resolve().parent
 
@@ -90,31 +92,30 @@ COVERAGE = {
     ],
 }
 
-# name: (module, network, genotype, channels, layers, classes, image, seed).
-# The auxiliary head's 128 -> 768 convolution dominates each file, so the
-# cases are few: every op and stride in one, a published cell in another.
+# Cells L//3 and 2L//3 are reductions in all of them. The ImageNet one
+# needs 224x224 inputs (the official AvgPool2d(7) must see a 7x7 map),
+# which make most of its file; model_edge_all's ImageNet network differs
+# from model.py's only by a BatchNorm less in the auxiliary head, so it
+# has no case of its own.
 CASES = {
-    "cifar_edge_all_coverage": (
-        "model_edge_all",
-        "cifar",
-        "coverage",
-        4,
-        5,
-        10,
-        32,
-        0,
+    "cifar_edge_all_coverage": dict(
+        module="model_edge_all", network="cifar", genotype="coverage",
+        channels=4, layers=5, classes=10, image=32, seed=0, batch=BATCH,
     ),
-    "cifar_edge_all_moderate": (
-        "model_edge_all",
-        "cifar",
-        "SNAS_moderate_edge_all",
-        6,
-        4,
-        7,
-        32,
-        1,
+    "cifar_edge_all_moderate": dict(
+        module="model_edge_all", network="cifar",
+        genotype="SNAS_moderate_edge_all",
+        channels=6, layers=4, classes=7, image=32, seed=1, batch=BATCH,
     ),
-}
+    "imagenet_darts_moderate": dict(
+        module="model", network="imagenet", genotype="SNAS_moderate",
+        channels=8, layers=4, classes=10, image=224, seed=2, batch=4,
+    ),
+}  # fmt: skip
+# The auxiliary head's 128 -> 768 conv on a 2x2 map: its weight is put on a
+# coarse grid and its gradient stored as the factors it is summed from
+# (below), which keeps each file small.
+AUX_CONV2 = "auxiliary_head.features.5"
 
 
 def _load_shims(path):
@@ -141,6 +142,8 @@ def _randomise(model, torch):
         for v in model.state_dict().values():
             if v.is_floating_point():
                 v.copy_(v.to(torch.bfloat16).to(torch.float32))
+        weight = model.auxiliary_head.features[5].weight
+        weight.copy_(torch.round(weight * 256) / 256)
 
 
 def _f32(tensor):
@@ -148,9 +151,8 @@ def _f32(tensor):
 
 
 def _build(official, case):
-    module_name, network, genotype_name, c, layers, classes, _, _ = case
-    module = getattr(official, module_name)
-    if genotype_name == "coverage":
+    module = getattr(official, case["module"])
+    if case["genotype"] == "coverage":
         genotype = official.genotypes.Genotype(
             normal=COVERAGE["normal"],
             normal_concat=range(2, 6),
@@ -158,15 +160,18 @@ def _build(official, case):
             reduce_concat=range(2, 6),
         )
     else:
-        genotype = getattr(official.genotypes, genotype_name)
-    cls = module.NetworkCIFAR if network == "cifar" else module.NetworkImageNet
-    return cls(c, classes, layers, True, genotype), genotype
+        genotype = getattr(official.genotypes, case["genotype"])
+    cifar = case["network"] == "cifar"
+    cls = module.NetworkCIFAR if cifar else module.NetworkImageNet
+    args = (case["channels"], case["classes"], case["layers"], True)
+    return cls(*args, genotype), genotype
 
 
-def generate(official, torch, name, case, batch=BATCH):
-    """Returns the arrays of one fixture."""
-    _, network, _, _, layers, classes, image, seed = case
-    torch.manual_seed(seed)
+def generate(official, torch, name, case, batch=None):
+    """Returns the arrays of one fixture (`batch` overrides the case's)."""
+    layers, classes, image = case["layers"], case["classes"], case["image"]
+    batch = batch or case["batch"]
+    torch.manual_seed(case["seed"])
     model, genotype = _build(official, case)
     _randomise(model, torch)
     model.drop_path_prob = 0.0
@@ -176,7 +181,9 @@ def generate(official, torch, name, case, batch=BATCH):
         if not k.endswith("num_batches_tracked")
     }
     model = model.double()
-    # Drawn in float32, so that the stored input is the one used.
+    # Drawn in float32, so that the stored input is the one used. Inputs of
+    # fewer bits (bfloat16 values, a 1/32 grid) would store smaller but
+    # made float32 gradients miss the tolerance by far (docs/parity.md §1).
     x = torch.randn(batch, 3, image, image).double()
     y = torch.randint(0, classes, (batch,))
 
@@ -191,11 +198,31 @@ def generate(official, torch, name, case, batch=BATCH):
         eval_aux = model.auxiliary_head(captured["s1"].clone())
     hook.remove()
 
+    # The gradient of the aux conv on a 2x2 map (one output pixel) is
+    # sum_n dy[n, o] * a[n, i, kh, kw]: its input a and output gradient dy
+    # are far smaller than it. The hook passes a copy on, so that the
+    # in-place ReLU after the conv (model_edge_all's ImageNet head) leaves
+    # the output whose gradient is taken alone.
+    factors = {}
+
+    def keep_factors(module, inputs, output):
+        factors["input"] = inputs[0].detach().clone()
+        output.register_hook(lambda g: factors.__setitem__("dy", g.clone()))
+        return output.clone()
+
+    hook = model.auxiliary_head.features[5].register_forward_hook(keep_factors)
     model.train()
     train_logits, train_aux = model(x)
     loss = torch.nn.functional.cross_entropy(train_logits, y)
     loss = loss + AUX_WEIGHT * torch.nn.functional.cross_entropy(train_aux, y)
     loss.backward()
+    hook.remove()
+    a, dy = factors["input"], factors["dy"]
+    assert a.shape[2:] == (2, 2) and dy.shape[2:] == (1, 1), (a.shape, dy.shape)
+    grad = model.auxiliary_head.features[5].weight.grad
+    assert torch.allclose(
+        torch.einsum("no,nikl->oikl", dy[:, :, 0, 0], a), grad, rtol=1e-9
+    )
 
     out = {f"state/{k}": v.numpy().astype(np.float32) for k, v in state.items()}
     out["input"] = x.numpy().astype(np.float32)
@@ -206,20 +233,17 @@ def generate(official, torch, name, case, batch=BATCH):
     out["train/aux_logits"] = _f32(train_aux)
     out["train/loss"] = _f32(loss)
     for k, p in model.named_parameters():
-        out[f"grad/{k}"] = _f32(p.grad)
+        if k != f"{AUX_CONV2}.weight":
+            out[f"grad/{k}"] = _f32(p.grad)
+    # float64: the test sums the products itself.
+    out[f"grad_factors/{AUX_CONV2}.weight/input"] = a.numpy()
+    out[f"grad_factors/{AUX_CONV2}.weight/output_grad"] = dy.numpy()
     for k, v in model.state_dict().items():
         if "running" in k:
             out[f"train_state/{k}"] = _f32(v)
     meta = {
         "case": name,
-        "module": case[0],
-        "network": network,
-        "genotype": case[2],
-        "channels": case[3],
-        "layers": layers,
-        "num_classes": classes,
-        "image_size": image,
-        "seed": seed,
+        **case,
         "batch": batch,
         "aux_weight": AUX_WEIGHT,
         "normal": [list(e) for e in genotype.normal],
@@ -241,7 +265,7 @@ def main(argv=None):
         "--out", default=str(HERE / "fixtures"), help="output folder"
     )
     parser.add_argument(
-        "--batch", type=int, default=BATCH, help="batch size of the input"
+        "--batch", type=int, help="batch size of every case's input"
     )
     parser.add_argument(
         "--cases",

@@ -219,3 +219,34 @@ def test_another_genotype_names_the_tensor_without_a_place():
 def test_bad_genotypes_are_named(torch_genotype, layout, match):
     with pytest.raises(ValueError, match=match):
         genotype_from_torch(torch_genotype, layout)
+
+
+@pytest.mark.parametrize("layout", ["edge_all", "darts"])
+def test_imagenet_aux_head_batch_norm_follows_the_layout(layout):
+    # model.py's AuxiliaryHeadImageNet keeps BatchNorm2d(768) after the
+    # 768-channel conv; model_edge_all.py's does not.
+    torch_genotype = AGGRESSIVE if layout == "edge_all" else DARTS_FORM
+    model = build_child_network(
+        genotype_from_torch(torch_genotype, layout),
+        network="imagenet",
+        channels=4,
+        num_layers=4,
+        num_classes=5,
+        image_size=224,
+        layout=layout,
+    )
+    has_bn = layout == "darts"
+    assert ("aux_bn2" in {layer.name for layer in model.layers}) == has_bn
+    tensors = [e[0] for e in torch_tensor_map(model, torch_genotype, layout)]
+    assert ("auxiliary_head.features.6.weight" in tensors) == has_bn
+    assert tensors[:2] == ["stem0.0.weight", "stem0.1.weight"]
+    assert "cells.0.preprocess0.conv_1.weight" in tensors
+    state = _state_dict(model, torch_genotype, layout)
+    load_torch_state_dict(model, state, torch_genotype, layout)
+
+
+def test_unknown_child_layout_is_named():
+    with pytest.raises(
+        ValueError, match=r"Unknown layout 'model'.*\('edge_all', 'darts'\)"
+    ):
+        build_child_network("SNAS_mild", layout="model")
