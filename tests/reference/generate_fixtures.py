@@ -268,6 +268,12 @@ def main(argv=None):
         "--batch", type=int, help="batch size of every case's input"
     )
     parser.add_argument(
+        "--checkpoints",
+        metavar="DIR",
+        help="also torch.save each case's state_dict to DIR/<case>.pt "
+        "(zip format; not part of the fixtures)",
+    )
+    parser.add_argument(
         "--cases",
         nargs="*",
         default=list(CASES),
@@ -290,7 +296,8 @@ def main(argv=None):
         "reference_commit": REFERENCE_COMMIT,
         "command": " ".join(
             ["python tests/reference/generate_fixtures.py SNAS_DIR"]
-            + (sys.argv[2:] if argv is None else argv[1:])
+            + (["--batch", str(args.batch)] if args.batch else [])
+            + (["--cases", *args.cases] if args.cases != list(CASES) else [])
         ),
         "cases": {},
     }
@@ -302,6 +309,14 @@ def main(argv=None):
         print(f"{name} ...", file=sys.stderr, flush=True)
         arrays, meta = generate(official, torch, name, CASES[name], args.batch)
         np.savez_compressed(os.path.join(args.out, f"{name}.npz"), **arrays)
+        if args.checkpoints:
+            os.makedirs(args.checkpoints, exist_ok=True)
+            state = {
+                k.removeprefix("state/"): torch.from_numpy(v)
+                for k, v in arrays.items()
+                if k.startswith("state/")
+            }
+            torch.save(state, os.path.join(args.checkpoints, f"{name}.pt"))
         manifest["cases"][name] = meta
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
