@@ -32,10 +32,19 @@ import keras
 
 from snas_tf.genotype import Genotype, get_genotype
 from snas_tf.layers.drop_path import DropPath
-from snas_tf.ops import batch_norm, build_op, factorized_reduce, relu_conv_bn
+from snas_tf.ops import (
+    batch_norm,
+    build_op,
+    factorized_reduce,
+    relu_conv_bn,
+    strided_padding,
+)
 from snas_tf.search_space import NUM_CELL_INPUTS, reduction_cells
 
 NETWORKS = ("cifar", "imagenet")
+# The authors' retraining networks: model_edge_all.py (SNAS genotypes) and
+# model.py (DARTS form). They differ only in the ImageNet auxiliary head.
+LAYOUTS = ("edge_all", "darts")
 # DARTS model.py: the CIFAR stem has 3C channels.
 STEM_MULTIPLIER = 3
 # DARTS AuxiliaryHead{CIFAR,ImageNet}: 5x5 average pool, stride 3 / 2.
@@ -156,12 +165,15 @@ def _cell(s0, s1, nodes, spec: CellSpec, layers, drop_path=False):
 
 
 def _conv_bn(x, filters, stride, name, layers):
-    """3x3 convolution (no bias) and BatchNorm, as in the DARTS stems."""
+    """3x3 convolution (no bias) and BatchNorm, as in the DARTS stems; a
+    stride-2 one padded symmetrically, as PyTorch does."""
+    if stride == 2:
+        x = strided_padding(3, f"{name}_pad", layers)(x)
     x = layers.Conv2D(
         filters,
         3,
         strides=stride,
-        padding="same",
+        padding="valid" if stride == 2 else "same",
         use_bias=False,
         name=f"{name}_conv",
     )(x)
@@ -183,7 +195,7 @@ def _stem(images, network: str, channels: int, layers):
     return s0, _conv_bn(x, channels, 2, "stem1", layers)
 
 
-def _auxiliary_head(x, network: str, num_classes: int, layers):
+def _auxiliary_head(x, network: str, num_classes: int, layout, layers):
     """DARTS AuxiliaryHead{CIFAR,ImageNet}: logits from cell 2L//3."""
     stride = _AUX_POOL_STRIDE[network]
     x = layers.ReLU(name="aux_relu1")(x)
@@ -193,19 +205,25 @@ def _auxiliary_head(x, network: str, num_classes: int, layers):
     x = batch_norm(True, "aux_bn1", layers)(x)
     x = layers.ReLU(name="aux_relu2")(x)
     x = layers.Conv2D(768, 2, use_bias=False, name="aux_conv2")(x)
-    if network == "cifar":
+    if network == "cifar" or layout == "darts":
         # DARTS left this BN out of the ImageNet head ("omitted ... due to a
-        # typo", kept out for consistency with its experiments); so do we.
+        # typo", kept out for consistency with its experiments), and so
+        # does the authors' model_edge_all.py; their model.py keeps it
+        # (docs/decisions.md).
         x = batch_norm(True, "aux_bn2", layers)(x)
     x = layers.ReLU(name="aux_relu3")(x)
     x = layers.Flatten(name="aux_flatten")(x)
     return layers.Dense(num_classes, name="aux_classifier")(x)
 
 
-def _check_args(network, num_classes, channels, num_layers, image_size):
+def _check_args(network, num_classes, channels, num_layers, image_size, layout):
     if network not in NETWORKS:
         raise ValueError(
             f"Unknown network {network!r}. Expected one of {NETWORKS}."
+        )
+    if layout not in LAYOUTS:
+        raise ValueError(
+            f"Unknown layout {layout!r}. Expected one of {LAYOUTS}."
         )
     for arg, value in (
         ("num_classes", num_classes),
@@ -251,6 +269,7 @@ def build_child_network(
     layers=None,
     name: str | None = None,
     drop_path: bool = False,
+    layout: str = "edge_all",
 ):
     """Builds the retrained child network of a genotype [P §3.2-3.3].
 
@@ -277,6 +296,11 @@ def build_child_network(
             identity, for retraining [C train.py: drop_path_prob 0.2].
             Keras 3 only. Build the model to export with `drop_path=False`
             and `copy_weights_by_name` into it.
+        layout: which of the authors' retraining networks to follow:
+            `"edge_all"` (model_edge_all.py, SNAS genotypes) or `"darts"`
+            (model.py, 8-edge genotypes), whose ImageNet auxiliary head
+            keeps a BatchNorm after its 768-channel conv. CIFAR networks
+            are the same in both.
 
     Returns:
         A flat functional model of built-in layers (and, with `drop_path`,
@@ -284,13 +308,14 @@ def build_child_network(
         `(batch, image_size, image_size, 3)` to logits (and aux logits).
 
     Raises:
-        ValueError: on an unknown network or genotype, a non-positive or odd
+        ValueError: on an unknown network, layout or genotype, a
+            non-positive or odd
             size, a feature map too small for the auxiliary head, or
             `drop_path=True` with a `layers` namespace other than
             `keras.layers`.
     """
     genotype = get_genotype(genotype)
-    _check_args(network, num_classes, channels, num_layers, image_size)
+    _check_args(network, num_classes, channels, num_layers, image_size, layout)
     if auxiliary:
         _check_aux_input(network, image_size, num_layers)
     layers = layers or keras.layers
@@ -308,7 +333,9 @@ def build_child_network(
         nodes = genotype.reduce if spec.reduction else genotype.normal
         s0, s1 = s1, _cell(s0, s1, nodes, spec, layers, drop_path)
         if auxiliary and spec.index == 2 * num_layers // 3:
-            aux_logits = _auxiliary_head(s1, network, num_classes, layers)
+            aux_logits = _auxiliary_head(
+                s1, network, num_classes, layout, layers
+            )
     # NetworkImageNet's AvgPool2d(7) on the final 7x7 map (224 input) is a
     # global average; GlobalAveragePooling2D also holds at other sizes.
     x = layers.GlobalAveragePooling2D(name="global_pool")(s1)
@@ -445,6 +472,7 @@ def multiply_adds(model, image_size: int | None = None) -> int:
 
 
 __all__ = [
+    "LAYOUTS",
     "NETWORKS",
     "CellSpec",
     "build_child_network",

@@ -6,6 +6,7 @@ from snas_tf.ops.operations import (
     build_op,
     factorized_reduce,
     relu_conv_bn,
+    strided_padding,
 )
 
 __all__ = [
@@ -14,4 +15,5 @@ __all__ = [
     "build_op",
     "factorized_reduce",
     "relu_conv_bn",
+    "strided_padding",
 ]

@@ -175,17 +175,31 @@ def factorized_reduce(channels, affine=True, name=None, layers=None):
     )
 
 
+def strided_padding(kernel_size, name, layers):
+    """The reference's symmetric padding before a stride-2 convolution.
+
+    PyTorch pads (k - 1) / 2 on every side, so output i is centred on
+    input 2i; Keras' "same" pads an even input after only, which centres
+    it on 2i + 1, a pixel off (docs/decisions.md). An explicit
+    `ZeroPadding2D` and a "valid" stride-2 convolution give PyTorch's
+    numbers with built-in layers, at any input size.
+    """
+    return layers.ZeroPadding2D((kernel_size - 1) // 2, name=name)
+
+
 def _sep_conv(channels, kernel_size, stride, affine, n, layers):
     # SNAS App. G.1 / DARTS: (ReLU, depthwise, pointwise, BN) twice, the
     # stride only in the first depthwise.
     out = []
     for i, s in ((1, stride), (2, 1)):
+        out.append(layers.ReLU(name=n(f"relu{i}")))
+        if s == 2:
+            out.append(strided_padding(kernel_size, n(f"pad{i}"), layers))
         out += [
-            layers.ReLU(name=n(f"relu{i}")),
             layers.DepthwiseConv2D(
                 kernel_size,
                 strides=s,
-                padding="same",
+                padding="valid" if s == 2 else "same",
                 use_bias=False,
                 name=n(f"dw{i}"),
             ),
@@ -259,12 +273,22 @@ def build_op(
             if primitive == "max_pool_3x3"
             else layers.AveragePooling2D
         )
-        pool = pool_cls(3, strides=stride, padding="same", name=n("pool"))
+        # A stride-1 "same" pool pads one pixel on every side (-inf for the
+        # max, left out of the average) as the reference does; a stride-2
+        # edge then keeps every second pixel, so output i is centred on
+        # input 2i as in PyTorch (docs/decisions.md). A strided "same" pool
+        # would centre it on 2i + 1 for even sizes.
+        pool = pool_cls(3, strides=1, padding="same", name=n("pool"))
+        pools = [pool]
+        shared = [f"{primitive}/s1"]
+        if stride == 2:
+            pools.append(layers.MaxPooling2D(1, strides=2, name=n("subsample")))
+            shared.append("subsample/s2")
         # The pooling of one input is the same for every edge leaving it.
         return Op(
             primitive,
-            [pool, batch_norm(affine, n("bn"), layers)],
-            shared=(f"{primitive}/s{stride}",),
+            [*pools, batch_norm(affine, n("bn"), layers)],
+            shared=tuple(shared),
         )
     if primitive == "skip_connect":
         if stride == 1:
@@ -287,4 +311,5 @@ __all__ = [
     "build_op",
     "factorized_reduce",
     "relu_conv_bn",
+    "strided_padding",
 ]
