@@ -9,11 +9,9 @@ docs/decisions.md says why `darts` means this.
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
 from snas_tf import training
-from snas_tf.kernels.tracing import recomputing
 
 
 def top2_child(logits, space):
@@ -53,29 +51,7 @@ def top2_child(logits, space):
 class BilevelDARTS:
     """Mixin of `SNASSupernet` (listed before `keras.Model`): the
     bi-level train step. Needs the supernet's `compile`, which sets
-    `_softmax_gradient_fn` and the two optimizers' clipping and decay."""
-
-    def _softmax_loss_and_gradients(self, x, y, sample_weight, part):
-        """Loss on one batch with softmax(α) mixing, and its gradients
-        with respect to `part`: `"arch"` (α) or `"weights"` (θ).
-
-        Returns (loss, penalty, y_pred, gradients); `loss` is the
-        replica-scaled cross-entropy, without the penalty.
-        """
-        variables = (
-            self.arch_variables if part == "arch" else self.weight_variables
-        )
-        with tf.GradientTape() as tape:
-            sample = self.sample_architecture("darts")
-            y_pred = self.forward(x, sample, training=True)
-            loss = self.compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
-            )
-            penalty = self.resource_penalty(sample)
-            total = loss + training.per_replica(self.penalty_strength * penalty)
-        with recomputing():
-            grads = tape.gradient(total, variables)
-        return loss, penalty, y_pred, grads
+    `_gradient_fn` and the two optimizers' clipping and decay."""
 
     def _bilevel_train_step(self, data):
         """First-order bi-level DARTS (Liu et al., ICLR 2019, §2.3 with
@@ -104,8 +80,8 @@ class BilevelDARTS:
         (x_train, x_arch), (y_train, y_arch) = x, y
         sw_train, sw_arch = sample_weight or (None, None)
         self._ensure_built(x_train)
-        arch_loss, penalty, _, grads = self._softmax_gradient_fn(
-            x_arch, y_arch, sw_arch, "arch"
+        arch_loss, penalty, _, grads = self._gradient_fn(
+            x_arch, y_arch, sw_arch, None, "arch"
         )
         training.apply_update(
             self.arch_optimizer,
@@ -114,8 +90,8 @@ class BilevelDARTS:
             self.arch_clipnorm,
             self.arch_weight_decay,
         )
-        loss, _, y_pred, grads = self._softmax_gradient_fn(
-            x_train, y_train, sw_train, "weights"
+        loss, _, y_pred, grads = self._gradient_fn(
+            x_train, y_train, sw_train, None, "weights"
         )
         training.apply_update(
             self.optimizer,

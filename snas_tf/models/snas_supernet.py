@@ -434,13 +434,11 @@ class SNASSupernet(
             jit_compile=jit,
             **kwargs,
         )
-        # The per-replica passes, XLA-compiled when asked.
-        self._gradient_fn, self._softmax_gradient_fn = (
-            tf.function(fn, jit_compile=True) if replica_jit else fn
-            for fn in (
-                self._loss_and_gradients,
-                self._softmax_loss_and_gradients,
-            )
+        # The per-replica pass, XLA-compiled when asked.
+        self._gradient_fn = (
+            tf.function(self._loss_and_gradients, jit_compile=True)
+            if replica_jit
+            else self._loss_and_gradients
         )
         self.arch_optimizer = keras.optimizers.get(arch_optimizer)
         for opt in (self.optimizer, self.arch_optimizer):
@@ -455,13 +453,22 @@ class SNASSupernet(
         if self.built:
             self._build_training_state()
 
-    def _loss_and_gradients(self, x, y, sample_weight, noise):
+    def _loss_and_gradients(self, x, y, sample_weight, noise, part="both"):
         """Forward pass, one loss, one backward pass (SNAS §3.1).
 
-        Returns (loss, penalty, y_pred, gradients of weights + α); `loss`
-        is the replica-scaled cross-entropy, without the penalty.
+        `noise` is the Gumbel noise of snas mode (None in the softmax
+        modes); `part` picks the variables differentiated: `"both"` (θ
+        then α, SNAS's one pass), `"weights"` or `"arch"` (the two
+        halves of a bi-level DARTS step).
+
+        Returns (loss, penalty, y_pred, gradients); `loss` is the
+        replica-scaled cross-entropy, without the penalty.
         """
-        weights, arch = self.weight_variables, self.arch_variables
+        variables = {
+            "both": self.weight_variables + self.arch_variables,
+            "weights": self.weight_variables,
+            "arch": self.arch_variables,
+        }[part]
         with tf.GradientTape() as tape:
             sample = self.sample_architecture(noise=noise)
             y_pred = self.forward(x, sample, training=True)
@@ -472,7 +479,7 @@ class SNASSupernet(
             # One loss: the penalty joins the replica-scaled loss.
             total = loss + training.per_replica(self.penalty_strength * penalty)
         with recomputing():
-            grads = tape.gradient(total, weights + arch)
+            grads = tape.gradient(total, variables)
         return loss, penalty, y_pred, grads
 
     def train_step(self, data):
