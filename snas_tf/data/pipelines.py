@@ -172,15 +172,19 @@ def _train_pipeline(
         .skip(initial_step * batch_size)
         .map(prepare, num_parallel_calls=tf.data.AUTOTUNE)
         .batch(batch_size, drop_remainder=True)
-        .apply(
-            tf.data.experimental.assert_cardinality(
-                steps * (stop - first) - initial_step
-            )
-        )
+    )
+    batches = steps * (stop - first) - initial_step
+    return _finish_train(ds, batches, carved), steps
+
+
+def _finish_train(ds, num_batches, carved):
+    """`ds` of training batches declared `num_batches` long, prefetched,
+    with the options of its split."""
+    return (
+        ds.apply(tf.data.experimental.assert_cardinality(num_batches))
         .prefetch(tf.data.AUTOTUNE)
         .with_options(_options(carved))
     )
-    return ds, steps
 
 
 def _paired_train_pipeline(
@@ -205,15 +209,9 @@ def _paired_train_pipeline(
         )
         .batch(batch_size, drop_remainder=True)
         .map(lambda t, a: ((t[0], a[0]), (t[1], a[1])))
-        .apply(
-            tf.data.experimental.assert_cardinality(
-                steps * (stop - first) - initial_step
-            )
-        )
-        .prefetch(tf.data.AUTOTUNE)
-        .with_options(_options(carved))
     )
-    return ds, steps
+    batches = steps * (stop - first) - initial_step
+    return _finish_train(ds, batches, carved), steps
 
 
 def _eval_pipeline(source, data_config, batch_size, carved):
