@@ -306,6 +306,7 @@ def _report_md(report):
     return "\n".join(lines) + "\n"
 
 
+@dir_lock.holding("out")
 def export_model(
     source: ExportSource,
     out,
@@ -348,33 +349,7 @@ def export_model(
     formats = check_formats(formats)
     check_model_name(model_name)
     out = os.fspath(out)
-    with dir_lock.hold(out, "out"):
-        return _export(
-            source,
-            out,
-            formats,
-            model_name,
-            threads,
-            latency_runs,
-            qat_epochs,
-            prune,
-            progress,
-            limits or ServingLimits(),
-        )
-
-
-def _export(
-    source,
-    out,
-    formats,
-    model_name,
-    threads,
-    latency_runs,
-    qat_epochs,
-    prune,
-    progress,
-    limits,
-) -> dict:
+    limits = limits or ServingLimits()
     say = progress or (lambda *_: None)
     if common.finish_publish(out):
         say(f"Finished the publish of an interrupted export into {out}.")

@@ -18,6 +18,8 @@ leaves nothing. Imports no TensorFlow.
 import contextlib
 import errno
 import fcntl
+import functools
+import inspect
 import os
 import threading
 
@@ -142,6 +144,25 @@ def hold(directory, what="directory"):
         yield key
     finally:
         release(key)
+
+
+def holding(parameter, what=None):
+    """Decorator: each call holds the lock of the directory its argument
+    `parameter` names (`what` names it in the error; default the
+    parameter's name), without a second function to forward to."""
+
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            with hold(bound.arguments[parameter], what or parameter):
+                return fn(*args, **kwargs)
+
+        return call
+
+    return decorate
 
 
 def held(directory) -> bool:

@@ -122,6 +122,7 @@ def _finish(rows, config, model_dir, budget, log) -> dict:
     return {"best": best, "trials": rows, "model_dir": str(model_dir), **paths}
 
 
+@dir_lock.holding("model_dir")
 def run_tune(
     config: Config,
     model_dir,
@@ -167,29 +168,6 @@ def run_tune(
     """
     _check_args(algorithm, max_params, max_madds, max_trials)
     configure_threads(config.runtime)  # before TensorFlow runs any op
-    with dir_lock.hold(model_dir, "model_dir"):
-        return _tune(
-            config,
-            model_dir,
-            max_params,
-            max_madds,
-            max_trials,
-            algorithm,
-            retrain_config,
-            log,
-        )
-
-
-def _tune(
-    config,
-    model_dir,
-    max_params,
-    max_madds,
-    max_trials,
-    algorithm,
-    retrain_config,
-    log,
-) -> dict:
     retrain = retrain_config
     space = SearchSpace(config.model.primitives, config.model.num_nodes)
     num_classes = dataset_classes(retrain.data)
