@@ -148,3 +148,25 @@ def fit_probe(model, images, labels, num_classes):
     gram = features.T @ features + 1e-2 * np.eye(features.shape[1])
     weights = np.linalg.solve(gram, features.T @ targets).astype(np.float32)
     model.get_layer("classifier").set_weights([weights[:-1], weights[-1]])
+
+
+def plain_compile(model, lr=1.0, arch_lr=1.0):
+    """Plain SGD, no decay, no clipping: an update is exactly -lr * grad."""
+    import keras
+
+    model.compile(
+        optimizer=keras.optimizers.SGD(lr),
+        arch_optimizer=keras.optimizers.SGD(arch_lr),
+        weight_decay=0.0,
+        arch_weight_decay=0.0,
+        clipnorm=None,
+        arch_clipnorm=None,
+        jit_compile=False,
+    )
+
+
+def values(variables):
+    """NumPy copies of `variables`' current values."""
+    import keras
+
+    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]

@@ -5,29 +5,19 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from testing_utils import TINY_PRIMITIVES, TINY_SPACE, tiny_data, tiny_supernet
+from testing_utils import (
+    TINY_PRIMITIVES,
+    TINY_SPACE,
+    plain_compile,
+    tiny_data,
+    tiny_supernet,
+    values,
+)
 
 from snas_tf.genotype import derive_genotype
 
 ETA = 0.5
 ARCH_LR = 50.0  # large, so that θ's gradient depends visibly on the new α
-
-
-def _plain_compile(model, lr=1.0, arch_lr=ARCH_LR):
-    # Plain SGD, no decay, no clipping: an update is exactly -lr * gradient.
-    model.compile(
-        optimizer=keras.optimizers.SGD(lr),
-        arch_optimizer=keras.optimizers.SGD(arch_lr),
-        weight_decay=0.0,
-        arch_weight_decay=0.0,
-        clipnorm=None,
-        arch_clipnorm=None,
-        jit_compile=False,
-    )
-
-
-def _values(variables):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
 
 
 def _batches():
@@ -80,14 +70,14 @@ def test_bilevel_step_moves_alpha_on_arch_batches_theta_on_train_batches():
     model = tiny_supernet(
         mode="darts", penalty_strength=ETA, resource_estimator="discrete"
     )
-    _plain_compile(model)
+    plain_compile(model, arch_lr=ARCH_LR)
     train, arch = _batches()
     model.build(train[0].shape)
     weights, alphas = model.weight_variables, model.arch_variables
-    before_w, before_a = _values(weights), _values(alphas)
+    before_w, before_a = values(weights), values(alphas)
 
     logs = model.fit(_paired(train, arch), epochs=1, verbose=0).history
-    after_w, after_a = _values(weights), _values(alphas)
+    after_w, after_a = values(weights), values(alphas)
     assert {"loss", "arch_loss", "penalty", "accuracy"} <= set(logs)
 
     # First-order DARTS by hand from the same state: α steps on the
@@ -118,7 +108,7 @@ def test_bilevel_step_moves_alpha_on_arch_batches_theta_on_train_batches():
 
 def test_bilevel_mode_refuses_unpaired_batches():
     model = tiny_supernet(mode="darts")
-    _plain_compile(model)
+    plain_compile(model, arch_lr=ARCH_LR)
     x, y = tiny_data()
     with pytest.raises(ValueError, match="darts_single_level"):
         model.fit(x, y, batch_size=2, epochs=1, verbose=0)
@@ -144,9 +134,9 @@ def test_bilevel_mirrored_equals_one_device(mirrored):
             model.build(train[0].shape)
         if initial is not None:
             model.set_weights(initial)
-        start = model.get_weights(), _values(model.trainable_variables)
+        start = model.get_weights(), values(model.trainable_variables)
         model.fit(_paired(train, arch, repeat=3), epochs=1, verbose=0)
-        return start, _values(model.trainable_variables)
+        return start, values(model.trainable_variables)
 
     (initial, before), single = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
     _, two = run(mirrored)

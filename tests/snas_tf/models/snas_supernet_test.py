@@ -8,8 +8,10 @@ from testing_utils import (
     TINY_PRIMITIVES,
     assert_config_round_trip,
     is_single_function,
+    plain_compile,
     tiny_data,
     tiny_supernet,
+    values,
 )
 
 from snas_tf import resource_cost, training
@@ -18,35 +20,18 @@ from snas_tf.models.snas_supernet import SNASSupernet
 from snas_tf.search_space import PRIMITIVES
 
 
-def _plain_compile(model, lr=1.0, arch_lr=1.0):
-    # Plain SGD, no decay, no clipping: an update is exactly -lr * gradient.
-    model.compile(
-        optimizer=keras.optimizers.SGD(lr),
-        arch_optimizer=keras.optimizers.SGD(arch_lr),
-        weight_decay=0.0,
-        arch_weight_decay=0.0,
-        clipnorm=None,
-        arch_clipnorm=None,
-        jit_compile=False,
-    )
-
-
-def _values(variables):
-    return [np.array(keras.ops.convert_to_numpy(v)) for v in variables]
-
-
 def test_fit_step_applies_the_gradient_of_one_combined_loss():
     eta = 0.5
     model = tiny_supernet(num_cells=3, penalty_strength=eta)
-    _plain_compile(model)
+    plain_compile(model)
     x, y = tiny_data(n=2)
     model.build(x.shape)
     variables = model.weight_variables + model.arch_variables
-    before = _values(variables)
+    before = values(variables)
     seed_state = np.array(model.noise_seed.state.numpy())
 
     model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
-    after = _values(variables)
+    after = values(variables)
 
     # Replay the step by hand from the same state and the same noise.
     for v, b in zip(variables, before, strict=True):
@@ -78,7 +63,7 @@ def test_fit_step_applies_the_gradient_of_one_combined_loss():
 @pytest.mark.parametrize("frozen", ["weights", "arch"])
 def test_each_optimizer_updates_only_its_variables(frozen):
     model = tiny_supernet()
-    _plain_compile(
+    plain_compile(
         model,
         lr=0.0 if frozen == "weights" else 0.1,
         arch_lr=0.0 if frozen == "arch" else 0.1,
@@ -86,17 +71,17 @@ def test_each_optimizer_updates_only_its_variables(frozen):
     x, y = tiny_data()
     model.build(x.shape)
     weights, arch = (
-        _values(model.weight_variables),
-        _values(model.arch_variables),
+        values(model.weight_variables),
+        values(model.arch_variables),
     )
     model.fit(x, y, batch_size=2, epochs=1, verbose=0)
     w_moved = any(
         not np.array_equal(a, b)
-        for a, b in zip(weights, _values(model.weight_variables), strict=True)
+        for a, b in zip(weights, values(model.weight_variables), strict=True)
     )
     a_moved = any(
         not np.array_equal(a, b)
-        for a, b in zip(arch, _values(model.arch_variables), strict=True)
+        for a, b in zip(arch, values(model.arch_variables), strict=True)
     )
     assert w_moved == (frozen != "weights")
     assert a_moved == (frozen != "arch")
@@ -139,7 +124,7 @@ def test_noise_is_reproducible_from_the_seed_and_fresh_each_draw():
 def test_arch_logits_init_and_variable_split():
     model = tiny_supernet(num_cells=3)
     model.build((2, 8, 8, 3))
-    alpha = np.concatenate(_values(model.arch_variables))
+    alpha = np.concatenate(values(model.arch_variables))
     assert abs(alpha.mean() - 1.0) < 0.01
     assert 0.003 < alpha.std() < 0.02
     ids = {id(v) for v in model.weight_variables}
@@ -212,7 +197,7 @@ def test_mirrored_alpha_stays_identical_while_noise_differs(mirrored):
         model = tiny_supernet()
         model.compile(jit_compile=False)
     x, y = tiny_data(n=8)
-    init = _values(model.arch_variables)
+    init = values(model.arch_variables)
     model.fit(x, y, batch_size=4, epochs=1, verbose=0)
     for var, start in zip(model.arch_variables, init, strict=True):
         first, second = strategy.experimental_local_results(var.value)
@@ -249,9 +234,9 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
             model.build(x.shape)
         if initial is not None:
             model.set_weights(initial)
-        start = model.get_weights(), _values(model.trainable_variables)
+        start = model.get_weights(), values(model.trainable_variables)
         model.fit(x, y, batch_size=4, epochs=3, shuffle=False, verbose=0)
-        return start, _values(model.trainable_variables)
+        return start, values(model.trainable_variables)
 
     (initial, before), single = train(tf.distribute.OneDeviceStrategy("/cpu:0"))
     _, mirrored_weights = train(mirrored)
@@ -283,7 +268,7 @@ def test_one_function_train_step_gives_keras_results(mirrored):
                 x, y, batch_size=4, epochs=2, shuffle=False, verbose=0
             )
         single = is_single_function(model.train_function)
-        weights = _values(model.trainable_variables)
+        weights = values(model.trainable_variables)
         return start, single, history.history["loss"], weights
 
     initial, single, loss, weights = train(nested=False)
@@ -388,7 +373,7 @@ def _assert_recompute_gives_the_same_step(recomputes, epochs, **overrides):
     results = []
     for recompute in (False, *recomputes):
         model = tiny_supernet(recompute=recompute, **overrides)
-        _plain_compile(model, lr=0.1, arch_lr=0.1)
+        plain_compile(model, lr=0.1, arch_lr=0.1)
         model.build(x.shape)
         if results:
             model.set_weights(results[0][0])
