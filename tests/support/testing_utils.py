@@ -13,6 +13,14 @@ from snas_tf.search_space import SearchSpace
 # A small op set with one op of each family keeps graphs (and tests) fast.
 TINY_PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 TINY_SPACE = SearchSpace(TINY_PRIMITIVES, num_nodes=2)
+# Overrides of a 3-cell, 4-channel digits retraining at 8x8.
+TINY_RETRAIN = (
+    "child.num_layers=3",
+    "child.channels=4",
+    "child.auxiliary=false",
+    "data.dataset=digits",
+    "data.image_size=8",
+)
 
 
 def tiny_supernet(**overrides):

@@ -11,6 +11,7 @@ import os
 import types
 
 import pytest
+from testing_utils import TINY_RETRAIN
 
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.genotype import Genotype
@@ -33,13 +34,7 @@ SEARCH = [
     "data.max_examples=64",
     "runtime.verbose=0",
 ]
-RETRAIN = [
-    "child.num_layers=3",
-    "child.channels=4",
-    "child.auxiliary=false",
-    "data.dataset=digits",
-    "data.image_size=8",
-]
+RETRAIN = list(TINY_RETRAIN)
 # Every edge of both 2-node cells kept with the largest op: no derivable
 # genotype is bigger, so each trial meets a budget of its size.
 LARGEST = Genotype(

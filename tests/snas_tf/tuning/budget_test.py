@@ -7,6 +7,7 @@ tests build tiny ones (3 cells of 2 nodes, 4 channels, 8x8 digits).
 import random
 
 import pytest
+from testing_utils import TINY_RETRAIN
 
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.genotype import Genotype
@@ -14,13 +15,7 @@ from snas_tf.search_space import SearchSpace
 from snas_tf.tuning.budget import budget_score, measure, smallest_network
 
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
-RETRAIN = [
-    "child.num_layers=3",
-    "child.channels=4",
-    "child.auxiliary=false",
-    "data.dataset=digits",
-    "data.image_size=8",
-]
+RETRAIN = list(TINY_RETRAIN)
 
 
 def test_smallest_network_is_below_random_derivable_genotypes():
