@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test demo bench lint format clean
+.PHONY: test test-torch demo bench lint format clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -22,6 +22,13 @@ lint: $(STAMP)
 # Two workers, a test file each at a time (module fixtures run once).
 test: lint
 	$(PY) -m pytest -n 2 --dist loadfile
+
+# The tests that read torch.save files (`snas import-torch`; `make test`
+# skips them): installs the [torch] extra, PyTorch's CPU build, into the venv.
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+test-torch: $(STAMP)
+	$(PY) -m pip install --quiet -e '.[torch]' --extra-index-url $(TORCH_INDEX)
+	$(PY) -m pytest -m torch
 
 # The main job on the embedded digits data (CPU-sized, minutes).
 demo: $(STAMP)

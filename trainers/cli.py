@@ -16,6 +16,7 @@ from snas_tf.trainers.cli_args import (
     job_lock,
 )
 from snas_tf.trainers.cli_export import export_parser, run_export
+from snas_tf.trainers.cli_import import import_parser, run_import
 
 
 def _add_config_args(p, job):
@@ -377,6 +378,7 @@ def main(argv=None) -> int:
     _plot_parser(sub)
     _demo_parser(sub)
     _tune_parser(sub)
+    import_parser(sub)
     args = parser.parse_args(argv)
     if args.debug:
         return _dispatch(args)
@@ -399,6 +401,7 @@ def _dispatch(args) -> int:
         "plot": _run_plot,
         "demo": _run_demo,
         "tune": _run_tune,
+        "import-torch": run_import,
     }
     try:
         check_paths(args)

@@ -31,6 +31,12 @@ running statistics (so that a mixed-up mapping shows), and writes
   train-mode forward;
 - `meta`: the case as JSON (module, class, sizes, the official edge lists).
 
+It also writes a tiny official checkpoint for `snas import-torch` in each
+format the command reads, and the official eval-mode logits for it
+(`write_import_checkpoints`). The legacy torch.save format names each
+storage by its memory address, so `import_checkpoint_legacy.pt` differs
+in bytes from run to run while holding the same tensors.
+
 The network runs in float64 on float32-exact weights, so the reference
 numbers carry no float32 rounding of their own. `fixtures/manifest.json`
 records the torch version, the reference commit and the arguments.
@@ -253,6 +259,58 @@ def generate(official, torch, name, case, batch=None):
     return out, meta
 
 
+# `snas import-torch` (docs/parity.md §3): a tiny official checkpoint in
+# each format the command reads, and what the official model computes.
+IMPORT_CASE = dict(
+    module="model_edge_all", network="cifar",
+    genotype="SNAS_moderate_edge_all",
+    channels=4, layers=5, classes=10, image=32, seed=3, batch=2,
+)  # fmt: skip
+
+
+def write_import_checkpoints(official, torch, out):
+    """Writes `import_checkpoint.npz` (the whole state_dict, auxiliary
+    head included), `import_checkpoint.pt` (torch.save, zip format) and
+    `import_checkpoint_legacy.pt` (the pre-1.6 format of the authors'
+    released model) without the auxiliary head (its 128 -> 768 conv alone
+    is 1.5 MB uncompressed; eval logits do not use it), and
+    `import_expected.npz`: an input batch and the official eval-mode
+    logits (float64 forward, stored float32). Returns the case's meta."""
+    case = IMPORT_CASE
+    torch.manual_seed(case["seed"])
+    model, genotype = _build(official, case)
+    _randomise(model, torch)
+    model.drop_path_prob = 0.0
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    x = torch.randn(case["batch"], 3, case["image"], case["image"])
+    model = model.double().eval()
+    with torch.no_grad():
+        logits, _ = model(x.double())
+    np.savez_compressed(
+        os.path.join(out, "import_checkpoint.npz"),
+        **{k: v.numpy() for k, v in state.items()},
+    )
+    plain = {k: v for k, v in state.items() if "auxiliary_head" not in k}
+    torch.save(plain, os.path.join(out, "import_checkpoint.pt"))
+    torch.save(
+        plain,
+        os.path.join(out, "import_checkpoint_legacy.pt"),
+        _use_new_zipfile_serialization=False,
+    )
+    meta = {
+        **case,
+        "normal": [list(e) for e in genotype.normal],
+        "reduce": [list(e) for e in genotype.reduce],
+    }
+    np.savez_compressed(
+        os.path.join(out, "import_expected.npz"),
+        input=x.numpy(),
+        logits=_f32(logits),
+        meta=np.asarray(json.dumps(meta)),
+    )
+    return meta
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("snas_dir", help="the official SNAS/ folder")
@@ -318,6 +376,9 @@ def main(argv=None):
             }
             torch.save(state, os.path.join(args.checkpoints, f"{name}.pt"))
         manifest["cases"][name] = meta
+    manifest["import_checkpoint"] = write_import_checkpoints(
+        official, torch, args.out
+    )
     with open(os.path.join(args.out, "manifest.json"), "w") as f:
         json.dump(manifest, f, indent=1)
         f.write("\n")
