@@ -44,11 +44,11 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8,<10", "pytest-xdist>=3,<4", "ruff==0.17.*"],
-        # `snas import-torch` of torch.save files (tested with 2.13.0).
+        # `snas import-torch` of torch.save files.
         # Install the CPU build: pip install 'snas-tf[torch]'
         # --extra-index-url https://download.pytorch.org/whl/cpu (a plain
         # `torch` on Linux x86-64 is the multi-GB CUDA build).
-        "torch": ["torch>=2.6,<3"],
+        "torch": ["torch==2.13.*"],
     },
     entry_points={"console_scripts": ["snas=snas_tf.trainers.cli:main"]},
 )

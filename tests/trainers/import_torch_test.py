@@ -54,16 +54,18 @@ def _argv(model_dir, checkpoint=NPZ, genotype="SNAS_moderate", extra=()):
     ]
 
 
-def _expected():
-    if not EXPECTED.is_file():
-        pytest.fail(f"Missing fixture {EXPECTED}; see generate_fixtures.py.")
-    with np.load(EXPECTED) as data:
-        return np.transpose(data["input"], (0, 2, 3, 1)), data["logits"]
+def _fixture(path):
+    if not path.is_file():
+        pytest.fail(f"Missing fixture {path}; see generate_fixtures.py.")
+    with np.load(path) as data:
+        return {k: data[k] for k in data.files}
 
 
-def _assert_official_logits(model_dir):
+def _assert_official_logits(model_dir, fixture=EXPECTED, key="logits"):
     model = keras.saving.load_model(os.path.join(model_dir, "model.keras"))
-    images, reference = _expected()
+    arrays = _fixture(fixture)
+    images = np.transpose(arrays["input"], (0, 2, 3, 1))
+    reference = arrays[key]
     logits = np.asarray(model(images, training=False))
     bound = RTOL * np.abs(reference).max() + ATOL
     assert np.abs(logits - reference).max() <= bound
@@ -109,15 +111,52 @@ def test_the_model_dir_is_a_retraining_s(imported):
     assert record["official_genotype"]["reduce"][7] == ["sep_conv_5x5", 0]
 
 
-def test_snas_export_ships_the_import(imported, tmp_path):
+def test_snas_export_reads_the_import(imported):
+    """What `snas export --model-dir` loads, with its genotype check."""
     source = exporter.load_source(str(imported), genotype="SNAS_moderate")
-    assert source.trained
+    assert source.trained and source.config.child.channels == 4
+    assert source.genotype == GENOTYPES["SNAS_moderate"]
+
+
+@pytest.mark.slow
+def test_snas_export_ships_the_import(imported, tmp_path):
+    source = exporter.load_source(str(imported))
     report = exporter.export_model(
         source, str(tmp_path / "out"), ["saved_model"], latency_runs=1
     )
     (row,) = report["artifacts"]
     assert row["max_abs_diff"] <= exporter.FLOAT_TOLERANCE
     assert os.path.isdir(tmp_path / "out" / "saved_model")
+
+
+def test_an_imagenet_darts_layout_checkpoint_imports(tmp_path):
+    """The 8-edge layout (model.py) and the ImageNet network, whose
+    auxiliary head keeps BatchNorm(768) there: the state_dict of
+    docs/parity.md §1's ImageNet fixture, 10 classes."""
+    fixture = FIXTURES / "imagenet_darts_moderate.npz"
+    checkpoint = tmp_path / "imagenet.npz"
+    prefix = "state/"
+    np.savez(
+        checkpoint,
+        **{
+            k.removeprefix(prefix): v
+            for k, v in _fixture(fixture).items()
+            if k.startswith(prefix)
+        },
+    )
+    model_dir = tmp_path / "run"
+    argv = _argv(model_dir, checkpoint, extra=["--layout", "darts"])
+    argv[argv.index("configs/cifar10_retrain.yaml")] = (
+        "configs/imagenet_mobile.yaml"
+    )
+    argv[argv.index("child.channels=4")] = "child.channels=8"
+    argv[argv.index("child.num_layers=5")] = "child.num_layers=4"
+    argv += ["--override", "data.dataset=cifar10"]  # 10 classes
+    assert cli.main(argv) == 0
+    _assert_official_logits(model_dir, fixture, "eval/logits")
+    record = json.loads((model_dir / "import.json").read_text())
+    assert record["layout"] == "darts"
+    assert record["auxiliary_head"] == "checked, left out"
 
 
 def test_a_rerun_overwrites_its_own_import(imported, capsys):
