@@ -170,8 +170,10 @@ def read_state_dict(path) -> dict:
             PyTorch (naming the install command), an unreadable file or
             one that holds no state_dict.
     """
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise ValueError(f"Checkpoint {os.fspath(path)!r} does not exist.")
+    if not os.path.isfile(path):
+        raise ValueError(f"Checkpoint {os.fspath(path)!r} is not a file.")
     if check_checkpoint(path) == "npz":
         return _npz_arrays(path)
     return _torch_arrays(path)

@@ -65,13 +65,17 @@ def run_import(args):
     import time
 
     from snas_tf.config import RetrainConfig, load_config
+    from snas_tf.config_checks import path_problem
     from snas_tf.torch_checkpoint import check_checkpoint
 
     config = load_config(args.config, args.override, RetrainConfig)
     # One line, before TensorFlow: a missing file, an unknown suffix, no
     # PyTorch for a torch.save file.
-    if not os.path.isfile(os.path.expanduser(args.checkpoint)):
+    if not os.path.exists(os.path.expanduser(args.checkpoint)):
         raise ValueError(f"--checkpoint {args.checkpoint!r} does not exist.")
+    problem = path_problem(args.checkpoint, directory=False)
+    if problem:
+        raise ValueError(f"--checkpoint {problem}.")
     check_checkpoint(args.checkpoint)
     model_dir = args.model_dir or os.path.join(
         "runs", time.strftime("import-%Y%m%d-%H%M%S")
@@ -88,7 +92,7 @@ def run_import(args):
         )
     print(f"Genotype: {summary['genotype']}")
     print(
-        f"Tensors: {summary['tensors']} read and checked; auxiliary head: "
+        f"Tensors: {summary['tensors_checked']} checked; auxiliary head: "
         f"{summary['auxiliary_head']}"
     )
     print(f"Parameters (no auxiliary head): {summary['parameters'] / 1e6:.2f}M")

@@ -40,6 +40,7 @@ from snas_tf.models.torch_import import (
 from snas_tf.torch_checkpoint import checkpoint_format, read_state_dict
 
 AUX_PREFIX = "auxiliary_head."
+_COUNTER = "num_batches_tracked"
 # What an import writes; a directory holding anything else (a retraining's
 # checkpoints/, history.json, ...) is not overwritten.
 OUTPUTS = ("config.yaml", "genotype.json", "import.json", "model.keras")
@@ -90,8 +91,8 @@ def import_torch_checkpoint(
     Returns:
         `(model, genotype, edges, info)`: the Keras inference network, our
         `Genotype`, the official edge lists and a dict describing the
-        checkpoint (tensors read, whether the auxiliary head was checked
-        and left out).
+        checkpoint (tensors checked, whether the auxiliary head was
+        checked and left out).
 
     Raises:
         ValueError: as `run_import_torch`.
@@ -107,8 +108,12 @@ def import_torch_checkpoint(
     load_torch_state_dict(full, state, edges, layout)
     model = build_child_network(ours, auxiliary=False, **kwargs)
     copy_weights_by_name(full, model)
+    counters = sum(k.endswith(_COUNTER) for k in state)
     info = {
-        "tensors": len(state),
+        # Every tensor but BatchNorm's step counters, which have no
+        # counterpart in Keras.
+        "tensors_checked": len(state) - counters,
+        "batch_norm_counters_skipped": counters,
         "auxiliary_head_tensors": sum(k.startswith(AUX_PREFIX) for k in state),
         "auxiliary_head": "checked, left out" if auxiliary else "none",
     }
@@ -138,7 +143,7 @@ def run_import_torch(
 
     Returns:
         A summary dict: genotype, parameters (no auxiliary head), tensors
-        read and the output paths.
+        checked, the auxiliary head's fate and the output paths.
 
     Raises:
         ValueError: for a bad checkpoint (missing, unknown format, no
@@ -180,7 +185,7 @@ def run_import_torch(
     return {
         "genotype": ours.to_string(),
         "parameters": count_parameters(model),
-        "tensors": info["tensors"],
+        "tensors_checked": info["tensors_checked"],
         "auxiliary_head": info["auxiliary_head"],
         "model_dir": str(model_dir),
         "model_path": model_path,

@@ -112,6 +112,12 @@ def test_a_missing_file_is_named(tmp_path):
         read_state_dict(tmp_path / "nothing.npz")
 
 
+def test_a_directory_is_not_a_checkpoint(tmp_path):
+    (tmp_path / "ckpt.pt").mkdir()
+    with pytest.raises(ValueError, match="'.*ckpt.pt' is not a file"):
+        read_state_dict(tmp_path / "ckpt.pt")
+
+
 def test_a_corrupt_npz_is_refused(tmp_path):
     path = tmp_path / "bad.npz"
     path.write_bytes(b"not a zip")
@@ -154,6 +160,16 @@ def test_half_precision_tensors_are_read_as_float32(tmp_path):
     torch.save({"w": torch.ones(2, dtype=torch.bfloat16) / 3}, path)
     w = read_state_dict(path)["w"]
     assert w.dtype == np.float32 and w[0] == np.float32(0.333984375)
+
+
+@pytest.mark.torch
+def test_a_corrupt_torch_file_is_one_line(tmp_path):
+    pytest.importorskip("torch")
+    path = tmp_path / "weights.pth"
+    path.write_bytes(b"PK\x03\x04 not really a zip")
+    with pytest.raises(ValueError, match="Cannot read .*weights.pth") as info:
+        read_state_dict(path)
+    assert "\n" not in str(info.value)
 
 
 @pytest.mark.torch
