@@ -86,7 +86,10 @@ def import_torch_checkpoint(
     config: RetrainConfig, checkpoint, genotype, layout: str = "edge_all"
 ):
     """The inference network of an official checkpoint, every tensor
-    checked.
+    checked; writes nothing.
+
+    Args:
+        config, checkpoint, genotype, layout: as `run_import_torch`.
 
     Returns:
         `(model, genotype, edges, info)`: the Keras inference network, our
