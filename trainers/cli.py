@@ -16,6 +16,7 @@ from snas_tf.trainers.cli_args import (
     job_lock,
 )
 from snas_tf.trainers.cli_export import export_parser, run_export
+from snas_tf.trainers.cli_latency import latency_parser, run_latency
 
 
 def _add_config_args(p, job):
@@ -112,6 +113,13 @@ def _summary_parser(sub):
         type=int_at_least(1),
         help="Image side (default: 32 / 224).",
     )
+    p.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="PATH",
+        help="Also predict the child's latency from this table (of "
+        "`snas latency-table`); the sizes default to the table's target.",
+    )
     p.add_argument("--json", action="store_true", help="Print JSON.")
     return p
 
@@ -128,6 +136,7 @@ def _run_summary(args):
         args.channels,
         args.classes,
         args.image_size,
+        args.latency_table,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -144,12 +153,23 @@ def _run_summary(args):
         f"{result['params_with_auxiliary'] / 1e6:.2f}M"
     )
     print(f"multiply-adds per image: {result['multiply_adds'] / 1e6:.0f}M")
+    if "latency" in result:
+        latency, runtime = result["latency"], result["latency_runtime"]
+        print(
+            f"predicted latency: {latency['total_us'] / 1e3:.2f} ms "
+            f"({runtime.get('name')} {runtime.get('version')}, "
+            f"{runtime.get('threads')} thread(s), {runtime.get('format')}, "
+            f"{runtime.get('cpu')})"
+        )
 
 
 def _run_search(args):
     from snas_tf.config import load_config
+    from snas_tf.latency.cost import search_latency_costs
 
     config = load_config(args.config, args.override)
+    # A bad latency table: one line, exit 2, before TensorFlow starts.
+    search_latency_costs(config)
     model_dir = _default_dir(args, "search")
     with job_lock(model_dir, config=config):
         from snas_tf.trainers.search import run_search  # imports TensorFlow
@@ -377,6 +397,7 @@ def main(argv=None) -> int:
     _plot_parser(sub)
     _demo_parser(sub)
     _tune_parser(sub)
+    latency_parser(sub)
     args = parser.parse_args(argv)
     if args.debug:
         return _dispatch(args)
@@ -399,6 +420,7 @@ def _dispatch(args) -> int:
         "plot": _run_plot,
         "demo": _run_demo,
         "tune": _run_tune,
+        "latency-table": run_latency,
     }
     try:
         check_paths(args)

@@ -19,6 +19,8 @@ from snas_tf.kernels.tracing import (
     recomputing,
     short_variable_names,
 )
+from snas_tf.latency.cost import LatencyCosts
+from snas_tf.latency.penalty import latency_penalty
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
@@ -29,6 +31,9 @@ from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
 MODES = ("snas", "darts", "darts_single_level")
+# What the resource penalty prices (docs/method.md §4): the log of size,
+# FLOPs and MAC per edge, or the target network's latency from a table.
+RESOURCES = ("size_flops_mac", "latency")
 ARCH_MODES = MODES + ("argmax",)
 # Arch modes that mix with the deterministic softmax(α).
 _SOFTMAX_MODES = ("darts", "darts_single_level")
@@ -88,6 +93,13 @@ class SNASSupernet(
             (y_train, y_arch))` batches) or `"darts_single_level"` (the
             softmax of `"darts"` in the one-batch step of `"snas"`).
         resource_estimator: one of `resource_cost.ESTIMATORS`.
+        resource: one of `RESOURCES`: `"size_flops_mac"` (the log of
+            size, FLOPs and MAC per edge) or `"latency"` (the log of the
+            target network's expected latency, `latency_costs`).
+        latency_costs: with `resource="latency"`, the target network's
+            `snas_tf.latency.cost.LatencyCosts` (or its `to_config()`).
+        latency_target_ms: with `resource="latency"`, an optional target
+            latency T0: the penalty is then |T / T0 - 1| (TuNAS).
         penalty_strength: η, weight of the resource penalty (0 disables
             it; None: the mode's, `snas_tf.config.MODE_DEFAULTS`).
         derivation_rule: the rule of the derived child that argmax mode
@@ -138,6 +150,9 @@ class SNASSupernet(
         stem_multiplier=ModelConfig.stem_multiplier,
         mode=SearchConfig.mode,
         resource_estimator=SearchConfig.resource_estimator,
+        resource=SearchConfig.resource,
+        latency_costs=None,
+        latency_target_ms=None,
         penalty_strength=None,
         derivation_rule=None,
         seed=0,
@@ -150,6 +165,19 @@ class SNASSupernet(
         _check_choice(
             "resource_estimator", resource_estimator, resource_cost.ESTIMATORS
         )
+        _check_choice("resource", resource, RESOURCES)
+        if isinstance(latency_costs, dict):
+            latency_costs = LatencyCosts.from_config(latency_costs)
+        if (resource == "latency") != (latency_costs is not None):
+            raise ValueError(
+                "latency_costs must be given exactly when resource is "
+                f"'latency'; got resource={resource!r} and latency_costs="
+                f"{'set' if latency_costs is not None else None}."
+            )
+        if latency_target_ms is not None and not latency_target_ms > 0:
+            raise ValueError(
+                f"latency_target_ms must be > 0, got {latency_target_ms!r}."
+            )
         if penalty_strength is None:
             penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
         if derivation_rule is None:
@@ -183,6 +211,9 @@ class SNASSupernet(
         self.stem_multiplier = int(stem_multiplier)
         self.mode = mode
         self.resource_estimator = resource_estimator
+        self.resource = resource
+        self.latency_costs = latency_costs
+        self.latency_target_ms = latency_target_ms
         self.penalty_strength = float(penalty_strength)
         self.derivation_rule = derivation_rule
         self.seed = int(seed)
@@ -360,8 +391,20 @@ class SNASSupernet(
         )
 
     def resource_penalty(self, sample: ArchSample):
-        """Resource penalty (before η) of both cell types, each averaged
-        over its actual number of cells (SNAS §2.4)."""
+        """Resource penalty (before η): of both cell types, each averaged
+        over its actual number of cells (SNAS §2.4), or the latency
+        penalty of the target network (`snas_tf.latency.penalty`)."""
+        if self.resource == "latency":
+            target = self.latency_target_ms
+            return latency_penalty(
+                self.resource_estimator,
+                {t: getattr(sample, t) for t in CELL_TYPES},
+                {t: self.arch_logits(t) for t in CELL_TYPES},
+                self.temperature,
+                self.latency_costs.tables,
+                self.latency_costs.constant_us,
+                None if target is None else 1e3 * target,
+            )
         if self.cost_tables is None:
             raise ValueError(
                 "The resource penalty needs a static image size; build the "
@@ -545,6 +588,13 @@ class SNASSupernet(
             stem_multiplier=self.stem_multiplier,
             mode=self.mode,
             resource_estimator=self.resource_estimator,
+            resource=self.resource,
+            latency_costs=(
+                None
+                if self.latency_costs is None
+                else self.latency_costs.to_config()
+            ),
+            latency_target_ms=self.latency_target_ms,
             penalty_strength=self.penalty_strength,
             derivation_rule=self.derivation_rule,
             seed=self.seed,

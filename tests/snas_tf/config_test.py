@@ -327,6 +327,7 @@ def test_choices_match_the_code():
     search, child = RULES["SearchConfig"], RULES["ChildConfig"]
     assert search["mode"].options == snas_supernet.MODES
     assert search["resource_estimator"].options == resource_cost.ESTIMATORS
+    assert search["resource"].options == snas_supernet.RESOURCES
     assert search["derivation_rule"].options == genotype.RULES
     assert RULES["DataConfig"]["augment"].options == data.AUGMENTATIONS
     assert RULES["RuntimeConfig"]["strategy"].options == strategy.STRATEGIES
@@ -344,6 +345,11 @@ def test_path_values_name_what_they_must(tmp_path):
             load_config([], [f"{key}={a_file}"])
         with pytest.raises(ValueError, match=f"inside '{a_file}'"):
             load_config([], [f"{key}={a_file}/sub"])
+    for key in ("search.latency_table", "search.latency_target_config"):
+        load_config([], [f"{key}={a_file}"])
+        load_config([], [f"{key}={tmp_path}/not_yet.json"])
+        with pytest.raises(ValueError, match=f"'{key}': .* is a directory"):
+            load_config([], [f"{key}={tmp_path}"])
     load_config([], ["child.genotype=SNAS_mild"], RetrainConfig)
     with pytest.raises(ValueError, match="'child.genotype': .* is a directory"):
         load_config([], [f"child.genotype={tmp_path}/"], RetrainConfig)
