@@ -148,10 +148,11 @@ def _run_summary(args):
     )
     print(f"genotype: {result['genotype']}")
     print(f"parameters (no auxiliary head): {result['params'] / 1e6:.2f}M")
-    print(
-        "parameters (with auxiliary head): "
-        f"{result['params_with_auxiliary'] / 1e6:.2f}M"
-    )
+    if result["params_with_auxiliary"] is not None:
+        print(
+            "parameters (with auxiliary head): "
+            f"{result['params_with_auxiliary'] / 1e6:.2f}M"
+        )
     print(f"multiply-adds per image: {result['multiply_adds'] / 1e6:.0f}M")
     if "latency" in result:
         latency, runtime = result["latency"], result["latency_runtime"]

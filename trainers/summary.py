@@ -29,6 +29,7 @@ def summarize(
     classes=None,
     image_size=None,
     latency_table=None,
+    auxiliary=True,
 ) -> dict:
     """Parameters and multiply-adds of a genotype's child network.
 
@@ -42,6 +43,9 @@ def summarize(
         latency_table: optional path of a latency table: the child's
             latency is predicted from it (`snas_tf.latency.cost`), no
             export needed.
+        auxiliary: count the auxiliary head too (`params_with_auxiliary`;
+            None when False). A table's target too small for the head
+            leaves it out.
 
     Returns:
         A dict with the settings, `params`, `params_with_auxiliary` and
@@ -80,7 +84,7 @@ def summarize(
         channels=channels,
         num_layers=layers,
         image_size=image_size,
-        auxiliary=True,
+        auxiliary=auxiliary,
     )
     return {
         "genotype": genotype.to_string(),
@@ -90,8 +94,10 @@ def summarize(
         "classes": classes,
         "image_size": image_size,
         "params": count_parameters(model, exclude_auxiliary=True),
-        "params_with_auxiliary": count_parameters(
-            model, exclude_auxiliary=False
+        "params_with_auxiliary": (
+            count_parameters(model, exclude_auxiliary=False)
+            if auxiliary
+            else None
         ),
         "multiply_adds": multiply_adds(inference_model(model)),
     }
@@ -131,7 +137,7 @@ def _with_latency(genotype, path, **sizes) -> dict:
                 f"--{arg.replace('_', '-')} {value!r} differs from the "
                 f"latency table's target ({key} {getattr(target, key)!r})."
             )
-    result = summarize(
+    args = (
         genotype,
         target.network,
         target.num_layers,
@@ -139,6 +145,12 @@ def _with_latency(genotype, path, **sizes) -> dict:
         target.num_classes,
         target.image_size,
     )
+    try:
+        result = summarize(*args)
+    except ValueError:
+        # A small target has no room for the auxiliary head (a bad
+        # genotype fails again below, with its own message).
+        result = summarize(*args, auxiliary=False)
     result["latency"] = predict_latency(table, target, genotype)
     result["latency_runtime"] = table.runtime
     return result
