@@ -269,6 +269,20 @@ def _tune_parser(sub):
         "(e.g. 600M). Give this and/or --max-params.",
     )
     p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="Budget of the retrained child's latency in ms, predicted from "
+        "--latency-table; the best child is then converted to TFLite and "
+        "timed to check it.",
+    )
+    p.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="PATH",
+        help="Latency table of the --retrain-config network "
+        "(snas latency-table); needed by --max-latency-ms.",
+    )
+    p.add_argument(
         "--max-trials",
         type=int_at_least(1),
         default=10,
@@ -309,6 +323,12 @@ def _run_tune(args):
     retrain = load_config(
         args.retrain_config, args.retrain_override, RetrainConfig
     )
+    from snas_tf.latency.cost import tuning_latency_table
+
+    # A bad latency table: one line, exit 2, before TensorFlow starts.
+    tuning_latency_table(
+        config, retrain, args.max_latency_ms, args.latency_table
+    )
     model_dir = _default_dir(args, "tune")
     with job_lock(model_dir, config=config):
         from snas_tf.trainers.tune import run_tune  # imports TensorFlow
@@ -321,6 +341,8 @@ def _run_tune(args):
             max_trials=args.max_trials,
             algorithm=args.algorithm,
             retrain_config=retrain,
+            max_latency_ms=args.max_latency_ms,
+            latency_table=args.latency_table,
         )
 
 

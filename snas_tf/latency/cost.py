@@ -212,12 +212,40 @@ def search_latency_costs(config) -> LatencyCosts | None:
                 )
             )
     retrain = load_config([s.latency_target_config], (), RetrainConfig)
-    target = target_from_retrain_config(
-        retrain, config.model.primitives, config.model.num_nodes
-    )
     named_by = f"search.latency_target_config {s.latency_target_config!r}"
-    table = check_table(load_table(s.latency_table), target, named_by)
+    table, target = _checked(s.latency_table, retrain, config.model, named_by)
     return latency_costs(table, target)
+
+
+def _checked(path, retrain, model, named_by):
+    """(table, target): the table at `path` checked against the network of
+    `retrain` over the search space of `model` (a `ModelConfig`)."""
+    target = target_from_retrain_config(
+        retrain, model.primitives, model.num_nodes
+    )
+    return check_table(load_table(path), target, named_by), target
+
+
+def tuning_latency_table(config, retrain, max_latency_ms, latency_table):
+    """The latency side of `snas tune`: `(table, target)` checked against
+    the retraining's network (a `RetrainConfig`) and the search space of
+    `config`, or `(None, None)` without a latency budget.
+
+    Raises:
+        ValueError: for a latency budget without a table, or a table that
+            `check_table` refuses (one line naming the entry).
+    """
+    if max_latency_ms is None:
+        return None, None
+    if latency_table is None:
+        raise ValueError(
+            "--max-latency-ms needs --latency-table: the table of the "
+            "retraining's network (snas latency-table --config "
+            "RETRAIN_CONFIG)."
+        )
+    return _checked(
+        latency_table, retrain, config.model, "the --retrain-config network"
+    )
 
 
 __all__ = [
@@ -225,4 +253,5 @@ __all__ = [
     "latency_costs",
     "predict_latency",
     "search_latency_costs",
+    "tuning_latency_table",
 ]
