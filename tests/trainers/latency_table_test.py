@@ -133,6 +133,16 @@ def test_export_ops_writes_a_model_per_entry_and_a_manifest(exported):
             assert shapes == [[1, side, side, c]]
 
 
+def test_int8_op_models_take_int8_inputs(tmp_path):
+    argv = ["latency-table", *MICRO, "--format=int8"]
+    assert cli.main([*argv, f"--export-ops={tmp_path}"]) == 0
+    manifest = json.loads((tmp_path / "manifest.json").read_text())
+    assert manifest["format"] == "int8"
+    entry = next(e for e in manifest["entries"].values() if e["kind"] == "op")
+    interpreter = make_interpreter(tmp_path / entry["file"])
+    assert interpreter.get_input_details()[0]["dtype"] == np.int8
+
+
 @pytest.mark.parametrize("suffix", [".csv", ".json"])
 def test_timings_of_another_device_import_into_a_table(
     exported, tmp_path, suffix
