@@ -22,8 +22,8 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from snas_tf.export.tflite import interpreter_backend, make_interpreter
+from snas_tf.latency.table import FORMATS
 
-FORMATS = ("fp32", "int8")
 # Calibration samples of an int8 conversion.
 CALIBRATION_SAMPLES = 8
 

@@ -2,9 +2,8 @@
 
 import os
 
+from snas_tf.latency.table import FORMATS
 from snas_tf.trainers.cli_args import int_at_least
-
-FORMATS = ("fp32", "int8")
 
 
 def latency_parser(sub):
@@ -36,6 +35,7 @@ def latency_parser(sub):
     )
     p.add_argument(
         "--out",
+        dest="table",
         default=None,
         help="Table path (default: latency/<network>_c<C>_l<L>_<size>_"
         "<format>_t<threads>.json).",
@@ -126,7 +126,7 @@ def run_latency(args):
     from snas_tf.config_checks import path_problem
 
     target = _target(args)
-    out = args.out or default_out(target, args.format, args.threads)
+    out = args.table or default_out(target, args.format, args.threads)
     problem = path_problem(out, directory=False)
     if problem:
         raise ValueError(f"--out {problem}.")

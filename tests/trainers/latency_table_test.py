@@ -52,10 +52,15 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("table") / "micro.json"
     argv = ["latency-table", *MICRO, f"--out={out}", "--runs=2"]
     assert cli.main([*argv, "--warmup=1"]) == 0
+    # A rerun over the finished table (an existing file) builds it again.
+    out.write_text("{}")
+    assert cli.main([*argv, "--warmup=1"]) == 0
     return out
 
 
 def test_the_built_table_holds_every_entry_and_its_metadata(built):
+    # `--out` names the table file, which a rerun finds in place.
+    assert built.is_file()
     target = _micro_target()
     table = check_table(load_table(built), target)
     assert set(table.entries) == set(required_entries(target))

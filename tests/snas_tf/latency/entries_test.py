@@ -16,10 +16,12 @@ from snas_tf.latency.entries import (
 )
 from snas_tf.latency.op_models import entry_model
 from snas_tf.latency.target import (
+    NETWORKS,
     TargetNetwork,
     cell_shapes,
     target_from_retrain_config,
 )
+from snas_tf.models import child_network
 from snas_tf.models.child_network import build_child_network
 
 # Every edge kept, with a convolution where the space has one.
@@ -50,6 +52,10 @@ def test_cell_shapes_are_the_child_networks(network, size):
         out = model.get_layer(f"cell{i}_concat").output.shape
         want = (shape.node_side, shape.node_side, 2 * shape.channels)
         assert tuple(out[1:]) == want, i
+
+
+def test_target_networks_are_the_child_networks():
+    assert NETWORKS == child_network.NETWORKS
 
 
 def test_ids_are_unique_file_names_and_leave_out_free_ops():
