@@ -29,8 +29,40 @@ Reference:
 import keras
 from keras import ops
 
+from snas_tf.latency.cost import LatencyCosts
 from snas_tf.layers.gumbel_softmax import concrete_log_density
 from snas_tf.resource_cost import ESTIMATORS
+
+# What a supernet's resource penalty prices (docs/method.md §4): the log of
+# size, FLOPs and MAC per edge, or the target network's latency.
+RESOURCES = ("size_flops_mac", "latency")
+
+
+def latency_resource(resource, latency_costs, latency_target_ms):
+    """Checks a supernet's resource arguments; returns its `LatencyCosts`
+    (from a `to_config()` dict too), or None for another resource.
+
+    Raises:
+        ValueError: for an unknown resource, costs given without
+            `resource="latency"` or missing with it, or a target <= 0.
+    """
+    if resource not in RESOURCES:
+        raise ValueError(
+            f"Unknown resource {resource!r}. Expected one of {RESOURCES}."
+        )
+    if isinstance(latency_costs, dict):
+        latency_costs = LatencyCosts.from_config(latency_costs)
+    if (resource == "latency") != (latency_costs is not None):
+        raise ValueError(
+            "latency_costs must be given exactly when resource is "
+            f"'latency'; got resource={resource!r} and latency_costs="
+            f"{'set' if latency_costs is not None else None}."
+        )
+    if latency_target_ms is not None and not latency_target_ms > 0:
+        raise ValueError(
+            f"latency_target_ms must be > 0, got {latency_target_ms!r}."
+        )
+    return latency_costs
 
 
 def expected_latency_us(weights: dict, tables: dict, constant_us):
@@ -122,4 +154,10 @@ def latency_penalty(
     return ops.cast(ops.stop_gradient(value), ops.dtype(log_p)) * log_p
 
 
-__all__ = ["expected_latency_us", "latency_objective", "latency_penalty"]
+__all__ = [
+    "RESOURCES",
+    "expected_latency_us",
+    "latency_objective",
+    "latency_penalty",
+    "latency_resource",
+]

@@ -19,8 +19,7 @@ from snas_tf.kernels.tracing import (
     recomputing,
     short_variable_names,
 )
-from snas_tf.latency.cost import LatencyCosts
-from snas_tf.latency.penalty import latency_penalty
+from snas_tf.latency.penalty import latency_penalty, latency_resource
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
@@ -31,9 +30,6 @@ from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
 MODES = ("snas", "darts", "darts_single_level")
-# What the resource penalty prices (docs/method.md §4): the log of size,
-# FLOPs and MAC per edge, or the target network's latency from a table.
-RESOURCES = ("size_flops_mac", "latency")
 ARCH_MODES = MODES + ("argmax",)
 # Arch modes that mix with the deterministic softmax(α).
 _SOFTMAX_MODES = ("darts", "darts_single_level")
@@ -93,13 +89,11 @@ class SNASSupernet(
             (y_train, y_arch))` batches) or `"darts_single_level"` (the
             softmax of `"darts"` in the one-batch step of `"snas"`).
         resource_estimator: one of `resource_cost.ESTIMATORS`.
-        resource: one of `RESOURCES`: `"size_flops_mac"` (the log of
-            size, FLOPs and MAC per edge) or `"latency"` (the log of the
-            target network's expected latency, `latency_costs`).
-        latency_costs: with `resource="latency"`, the target network's
-            `snas_tf.latency.cost.LatencyCosts` (or its `to_config()`).
-        latency_target_ms: with `resource="latency"`, an optional target
-            latency T0: the penalty is then |T / T0 - 1| (TuNAS).
+        resource: `"size_flops_mac"` (per-edge logs of size, FLOPs, MAC)
+            or `"latency"` (the log of the target network's expected
+            latency, `latency_costs`: a `snas_tf.latency.cost.LatencyCosts`
+            or its `to_config()`); `latency_target_ms` T0 makes that
+            penalty |T / T0 - 1| (TuNAS).
         penalty_strength: η, weight of the resource penalty (0 disables
             it; None: the mode's, `snas_tf.config.MODE_DEFAULTS`).
         derivation_rule: the rule of the derived child that argmax mode
@@ -165,19 +159,9 @@ class SNASSupernet(
         _check_choice(
             "resource_estimator", resource_estimator, resource_cost.ESTIMATORS
         )
-        _check_choice("resource", resource, RESOURCES)
-        if isinstance(latency_costs, dict):
-            latency_costs = LatencyCosts.from_config(latency_costs)
-        if (resource == "latency") != (latency_costs is not None):
-            raise ValueError(
-                "latency_costs must be given exactly when resource is "
-                f"'latency'; got resource={resource!r} and latency_costs="
-                f"{'set' if latency_costs is not None else None}."
-            )
-        if latency_target_ms is not None and not latency_target_ms > 0:
-            raise ValueError(
-                f"latency_target_ms must be > 0, got {latency_target_ms!r}."
-            )
+        latency_costs = latency_resource(
+            resource, latency_costs, latency_target_ms
+        )
         if penalty_strength is None:
             penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
         if derivation_rule is None:

@@ -321,13 +321,14 @@ def test_primitives_are_distinct_and_hold_an_op(primitives):
 
 def test_choices_match_the_code():
     from snas_tf import data, genotype, resource_cost, strategy
+    from snas_tf.latency import penalty
     from snas_tf.models import child_network, snas_supernet
     from snas_tf.trainers import retrain
 
     search, child = RULES["SearchConfig"], RULES["ChildConfig"]
     assert search["mode"].options == snas_supernet.MODES
     assert search["resource_estimator"].options == resource_cost.ESTIMATORS
-    assert search["resource"].options == snas_supernet.RESOURCES
+    assert search["resource"].options == penalty.RESOURCES
     assert search["derivation_rule"].options == genotype.RULES
     assert RULES["DataConfig"]["augment"].options == data.AUGMENTATIONS
     assert RULES["RuntimeConfig"]["strategy"].options == strategy.STRATEGIES
