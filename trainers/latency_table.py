@@ -7,7 +7,7 @@ Three jobs over the entries of one target network
   converted and timed here with LiteRT (`export.op_latency`); resumable
   through `<out>.partial` (`snas_tf.latency.partial`);
 - `export_ops`: the same `.tflite` files and a `manifest.json` (id, file,
-  input shapes) into a directory, for timing on another device;
+  entry parameters) into a directory, for timing on another device;
 - `import_table`: that device's timings (`read_timings`) into a table.
 
 Every table is checked (`check_table`) and written atomically.
@@ -130,7 +130,8 @@ def export_ops(target: TargetNetwork, out_dir, fmt="fp32", verbose=True):
 
     A file already there (from an interrupted export: each is written
     atomically) is kept. The manifest holds the target, the format and,
-    per id, the file and its input shapes.
+    per id, the file and what the entry is (kind, channels, side, stride,
+    ...: the input shapes are in each file).
 
     Returns:
         The manifest's path.
