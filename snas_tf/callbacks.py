@@ -65,6 +65,8 @@ class SearchMonitor(keras.callbacks.Callback):
     `entropy_reduce` (mean over edges of the entropy of softmax(α), in nats;
     log(num_ops) is uniform), and `expected_size`, `expected_flops`,
     `expected_mac` (expected cost of all cells under softmax(α)),
+    `expected_latency_ms` (with a latency penalty: the target network's
+    expected latency under softmax(α), `snas_tf.latency.cost`),
     `weightless_normal` and `weightless_reduce` (edges of the derived cells
     whose op holds no weights: `count_weightless`). The derived
     genotype is not a number: it is kept, per epoch, in `self.genotypes`
@@ -104,6 +106,14 @@ class SearchMonitor(keras.callbacks.Callback):
                 )
         for name, value in zip(resource_cost.COST_NAMES, costs, strict=True):
             logs[f"expected_{name}"] = float(value)
+        latency = getattr(model, "latency_costs", None)
+        if latency is not None:
+            # The target network's latency under softmax(α) (µs -> ms).
+            probs = {
+                t: keras.ops.convert_to_numpy(keras.ops.softmax(v, axis=-1))
+                for t, v in logits.items()
+            }
+            logs["expected_latency_ms"] = latency.expected_us(probs) / 1e3
         genotype = derive_genotype(
             logits["normal"], logits["reduce"], self.rule, model.search_space
         )

@@ -71,6 +71,19 @@ class SearchConfig:
             or "darts_single_level" (SNAS's one-batch step with the
             softmax mixing of DARTS).
         resource_estimator: reparametrization | discrete | policy_gradient.
+        resource: what the penalty prices: "size_flops_mac" (the log of
+            parameters, FLOPs and MAC per edge, SNAS's) or "latency" (the
+            log of the target network's expected latency from
+            `latency_table`; docs/method.md §4).
+        latency_table: with resource "latency", a table of
+            `snas latency-table` (microseconds) for the target network.
+        latency_target_config: with resource "latency", the retrain config
+            of the target network (the child that will ship: its cells,
+            channels and image size, not the search network's); the table
+            must have been built for it.
+        latency_target_ms: with resource "latency", an optional target
+            latency T0 in ms: the penalty is |T / T0 - 1| (TuNAS) instead
+            of log T.
         penalty_strength: η of the resource penalty (0 disables it; null:
             the mode's, `MODE_DEFAULTS`).
         temperature_initial: λ at the first epoch.
@@ -102,6 +115,10 @@ class SearchConfig:
     batch_size: int = 64
     mode: str = "snas"
     resource_estimator: str = "reparametrization"
+    resource: str = "size_flops_mac"
+    latency_table: str | None = None
+    latency_target_config: str | None = None
+    latency_target_ms: float | None = None
     penalty_strength: float | None = None
     temperature_initial: float = 1.0
     temperature_final: float = 0.03

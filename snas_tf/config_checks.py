@@ -134,6 +134,17 @@ class Path:
 
 
 @dataclasses.dataclass(frozen=True)
+class File:
+    """A path to a file (`path_problem`): not a directory; null means
+    none. Whether it exists is checked where it is read."""
+
+    def check(self, value, key, section) -> None:
+        problem = value is not None and path_problem(value, directory=False)
+        if problem:
+            raise ValueError(f"Config key {key!r}: {problem}.")
+
+
+@dataclasses.dataclass(frozen=True)
 class Genotype:
     """A registry name, a JSON or compact string, or the path of a
     genotype.json: a value that looks like a path (a '/' in it, or a
@@ -179,6 +190,12 @@ SEARCH = {
     "resource_estimator": Choices(
         ("reparametrization", "discrete", "policy_gradient")
     ),
+    "resource": Choices(("size_flops_mac", "latency")),
+    # Read and checked against each other when the search starts
+    # (snas_tf.latency.cost.search_latency_costs).
+    "latency_table": File(),
+    "latency_target_config": File(),
+    "latency_target_ms": above(0),
     "penalty_strength": at_least(0),
     # λ anneals: it ends at or below where it starts, and stays > 0 (the
     # Gumbel softmax divides by it).

@@ -17,6 +17,7 @@ from snas_tf.trainers.cli_args import (
 )
 from snas_tf.trainers.cli_export import export_parser, run_export
 from snas_tf.trainers.cli_import import import_parser, run_import
+from snas_tf.trainers.cli_latency import latency_parser, run_latency
 
 
 def _add_config_args(p, job):
@@ -113,6 +114,13 @@ def _summary_parser(sub):
         type=int_at_least(1),
         help="Image side (default: 32 / 224).",
     )
+    p.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="PATH",
+        help="Also predict the child's latency from this table (of "
+        "`snas latency-table`); the sizes default to the table's target.",
+    )
     p.add_argument("--json", action="store_true", help="Print JSON.")
     return p
 
@@ -129,6 +137,7 @@ def _run_summary(args):
         args.channels,
         args.classes,
         args.image_size,
+        args.latency_table,
     )
     if args.json:
         print(json.dumps(result, indent=2))
@@ -140,17 +149,29 @@ def _run_summary(args):
     )
     print(f"genotype: {result['genotype']}")
     print(f"parameters (no auxiliary head): {result['params'] / 1e6:.2f}M")
-    print(
-        "parameters (with auxiliary head): "
-        f"{result['params_with_auxiliary'] / 1e6:.2f}M"
-    )
+    if result["params_with_auxiliary"] is not None:
+        print(
+            "parameters (with auxiliary head): "
+            f"{result['params_with_auxiliary'] / 1e6:.2f}M"
+        )
     print(f"multiply-adds per image: {result['multiply_adds'] / 1e6:.0f}M")
+    if "latency" in result:
+        latency, runtime = result["latency"], result["latency_runtime"]
+        print(
+            f"predicted latency: {latency['total_us'] / 1e3:.2f} ms "
+            f"({runtime.get('name')} {runtime.get('version')}, "
+            f"{runtime.get('threads')} thread(s), {runtime.get('format')}, "
+            f"{runtime.get('cpu')})"
+        )
 
 
 def _run_search(args):
     from snas_tf.config import load_config
+    from snas_tf.latency.cost import search_latency_costs
 
     config = load_config(args.config, args.override)
+    # A bad latency table: one line, exit 2, before TensorFlow starts.
+    search_latency_costs(config)
     model_dir = _default_dir(args, "search")
     with job_lock(model_dir, config=config):
         from snas_tf.trainers.search import run_search  # imports TensorFlow
@@ -249,6 +270,20 @@ def _tune_parser(sub):
         "(e.g. 600M). Give this and/or --max-params.",
     )
     p.add_argument(
+        "--max-latency-ms",
+        type=float,
+        help="Budget of the retrained child's latency in ms, predicted from "
+        "--latency-table; the best child is then converted to TFLite and "
+        "timed to check it.",
+    )
+    p.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="PATH",
+        help="Latency table of the --retrain-config network "
+        "(snas latency-table); needed by --max-latency-ms.",
+    )
+    p.add_argument(
         "--max-trials",
         type=int_at_least(1),
         default=10,
@@ -289,6 +324,12 @@ def _run_tune(args):
     retrain = load_config(
         args.retrain_config, args.retrain_override, RetrainConfig
     )
+    from snas_tf.latency.cost import tuning_latency_table
+
+    # A bad latency table: one line, exit 2, before TensorFlow starts.
+    tuning_latency_table(
+        config, retrain, args.max_latency_ms, args.latency_table
+    )
     model_dir = _default_dir(args, "tune")
     with job_lock(model_dir, config=config):
         from snas_tf.trainers.tune import run_tune  # imports TensorFlow
@@ -301,6 +342,8 @@ def _run_tune(args):
             max_trials=args.max_trials,
             algorithm=args.algorithm,
             retrain_config=retrain,
+            max_latency_ms=args.max_latency_ms,
+            latency_table=args.latency_table,
         )
 
 
@@ -379,6 +422,7 @@ def main(argv=None) -> int:
     _demo_parser(sub)
     _tune_parser(sub)
     import_parser(sub)
+    latency_parser(sub)
     args = parser.parse_args(argv)
     if args.debug:
         return _dispatch(args)
@@ -402,6 +446,7 @@ def _dispatch(args) -> int:
         "demo": _run_demo,
         "tune": _run_tune,
         "import-torch": run_import,
+        "latency-table": run_latency,
     }
     try:
         check_paths(args)

@@ -28,6 +28,7 @@ from snas_tf.collapse import holds_weights
 from snas_tf.config import Config, save_config
 from snas_tf.data import search_data
 from snas_tf.genotype import derive_genotype
+from snas_tf.latency.cost import search_latency_costs
 from snas_tf.models import SNASSupernet, default_search_optimizers
 from snas_tf.runtime import job_runtime
 from snas_tf.strategy import is_chief, make_strategy
@@ -40,6 +41,8 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
     With `search.mixed_precision` the layers compute in bfloat16 (the
     variables, α and the loss stay float32)."""
     m, s = config.model, config.search
+    # A bad latency table fails here, before anything is written.
+    latency_costs = search_latency_costs(config)
     with mixed_precision(s.mixed_precision):
         model = SNASSupernet(
             num_classes=num_classes,
@@ -50,6 +53,9 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             stem_multiplier=m.stem_multiplier,
             mode=s.mode,
             resource_estimator=s.resource_estimator,
+            resource=s.resource,
+            latency_costs=latency_costs,
+            latency_target_ms=s.latency_target_ms,
             penalty_strength=s.resolved_penalty_strength,
             derivation_rule=s.resolved_derivation_rule,
             seed=config.runtime.seed,

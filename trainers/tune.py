@@ -21,6 +21,7 @@ Reference:
     §2.4 (resource constraint) and §3.1 (derivation) [P].
 """
 
+import json
 import os
 
 from snas_tf import dir_lock
@@ -29,6 +30,7 @@ from snas_tf.config import Config, RetrainConfig, save_config
 from snas_tf.data import num_classes as dataset_classes
 from snas_tf.data import search_data
 from snas_tf.genotype import Genotype
+from snas_tf.latency.cost import predict_latency, tuning_latency_table
 from snas_tf.runtime import configure_threads
 from snas_tf.schedules import TEMPERATURE_SCHEDULES
 from snas_tf.search_space import SearchSpace
@@ -54,15 +56,25 @@ from snas_tf.tuning.tuner import (
 _DEFAULT_RETRAIN = RetrainConfig()
 
 
-def _check_args(algorithm, max_params, max_madds, max_trials) -> None:
+def _check_args(
+    algorithm, max_params, max_madds, max_trials, max_latency_ms=None
+) -> None:
     if algorithm not in ALGORITHMS:
         raise ValueError(
             f"Unknown algorithm {algorithm!r}. Expected one of {ALGORITHMS}."
         )
-    if max_params is None and max_madds is None:
+    if max_params is None and max_madds is None and max_latency_ms is None:
         raise ValueError(
-            "Give a budget: max_params (--max-params) and/or max_madds "
-            "(--max-madds)."
+            "Give a budget: max_params (--max-params), max_madds "
+            "(--max-madds) and/or max_latency_ms (--max-latency-ms)."
+        )
+    if max_latency_ms is not None and not (
+        isinstance(max_latency_ms, int | float)
+        and not isinstance(max_latency_ms, bool)
+        and 0 < max_latency_ms < float("inf")
+    ):
+        raise ValueError(
+            f"max_latency_ms must be a number > 0, got {max_latency_ms!r}."
         )
     for name, value in (
         ("max_params", max_params),
@@ -73,6 +85,48 @@ def _check_args(algorithm, max_params, max_madds, max_trials) -> None:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
+
+
+def verify_latency(genotype, retrain, num_classes, table, predicted_ms):
+    """Measures the best child's TFLite latency as the table was timed
+    (same runtime, threads, format, runs), next to its prediction.
+
+    Returns:
+        `{"predicted_ms", "measured_ms" (None for a table imported from
+        another device: measure it there), "threads", "format"}`.
+    """
+    runtime = table.runtime
+    result = {
+        "predicted_ms": predicted_ms,
+        "measured_ms": None,
+        "threads": runtime.get("threads"),
+        "format": runtime.get("format"),
+    }
+    if runtime.get("source") != "measured":
+        return result
+    import tempfile
+
+    import numpy as np
+
+    from snas_tf.export.op_latency import time_op_model
+    from snas_tf.export.tflite import convert_tflite
+    from snas_tf.models import build_child_network
+
+    model = build_child_network(
+        genotype, auxiliary=False, **retrain.child_kwargs(num_classes)
+    )
+    side = retrain.data.image_size
+    images = np.random.default_rng(0).normal(size=(8, side, side, 3))
+    blob = convert_tflite(model, runtime["format"], images.astype("float32"))
+    with tempfile.TemporaryDirectory(prefix="snas-tune-") as tmp:
+        path = os.path.join(tmp, "best.tflite")
+        with open(path, "wb") as f:
+            f.write(blob)
+        measured = time_op_model(
+            path, runtime["threads"], runtime["runs"], runtime["warmup"]
+        )
+    result["measured_ms"] = measured / 1e3
+    return result
 
 
 def _finish(rows, config, model_dir, budget, log) -> dict:
@@ -113,10 +167,12 @@ def _finish(rows, config, model_dir, budget, log) -> dict:
     save_config(trial_config(config, best), paths["best_config"])
     genotype = Genotype.from_string(best["genotype"])
     write_atomic(paths["best_genotype"], genotype.to_json(indent=2) + "\n")
+    latency = best["latency_ms"]
+    latency = f", {latency:.3f} ms predicted" if latency != "" else ""
     log(
         f"Best: trial {best['trial']}, child accuracy "
         f"{best['child_accuracy']:.4f}, {best['params']:,} parameters, "
-        f"{best['madds']:,} multiply-adds."
+        f"{best['madds']:,} multiply-adds{latency}."
     )
     log(f"Outputs written to {model_dir}")
     return {"best": best, "trials": rows, "model_dir": str(model_dir), **paths}
@@ -132,6 +188,8 @@ def run_tune(
     algorithm: str = "bayesian",
     retrain_config: RetrainConfig = _DEFAULT_RETRAIN,
     log=print,
+    max_latency_ms: float | None = None,
+    latency_table=None,
 ) -> dict:
     """Tunes η and the temperature schedule for a budget (module doc).
 
@@ -150,6 +208,13 @@ def run_tune(
         retrain_config: gives the child's size (`child_kwargs`) and data set
             (its classes); default: CIFAR-10, 20 cells, 36 channels.
         log: prints the per-trial summary lines.
+        max_latency_ms: latency budget of the retrained child, predicted
+            from `latency_table`, or None.
+        latency_table: path of a latency table of the retraining's
+            network (`snas latency-table --config RETRAIN_CONFIG`);
+            needed by `max_latency_ms`. The best child is then converted
+            to TFLite and timed as the table was (`latency` in the result
+            and `best_latency.json`: predicted and measured ms).
 
     Returns:
         A dict: `best` (the best trial's row), `trials` (all rows, keys
@@ -166,9 +231,12 @@ def run_tune(
             trials in a row failed, or no trial met the budget (after the
             trials tables are written).
     """
-    _check_args(algorithm, max_params, max_madds, max_trials)
-    configure_threads(config.runtime)  # before TensorFlow runs any op
+    _check_args(algorithm, max_params, max_madds, max_trials, max_latency_ms)
     retrain = retrain_config
+    table, target = tuning_latency_table(
+        config, retrain, max_latency_ms, latency_table
+    )
+    configure_threads(config.runtime)  # before TensorFlow runs any op
     space = SearchSpace(config.model.primitives, config.model.num_nodes)
     num_classes = dataset_classes(retrain.data)
     rule = config.search.resolved_derivation_rule
@@ -188,6 +256,14 @@ def run_tune(
         "algorithm": algorithm,
         "max_params": max_params,
         "max_madds": max_madds,
+        **(
+            {}
+            if max_latency_ms is None
+            else {
+                "max_latency_ms": max_latency_ms,
+                "latency_table": os.path.abspath(latency_table),
+            }
+        ),
         "hyperparameters": {
             **{name: list(bounds) for name, bounds in RANGES.items()},
             "temperature_schedule": list(TEMPERATURE_SCHEDULES),
@@ -197,7 +273,7 @@ def run_tune(
     }
     start_or_resume(model_dir, config, settings)
     trials_dir = os.path.join(model_dir, "trials")
-    budget = budget_text(max_params, max_madds)
+    budget = budget_text(max_params, max_madds, max_latency_ms)
     header = header_lines(algorithm, budget, retrain, num_classes, smallest)
 
     def report(trial, ended=True):
@@ -231,6 +307,12 @@ def run_tune(
         # Looked up at call time, so tests can substitute run_search.
         run_search,
         report=report,
+        latency=(
+            None
+            if table is None
+            else lambda g: predict_latency(table, target, g)["total_us"] / 1e3
+        ),
+        max_latency_ms=max_latency_ms,
         directory=str(model_dir),
         project_name="tuner",
         overwrite=False,
@@ -238,7 +320,26 @@ def run_tune(
     tuner.search(verbose=0)
     rows = trial_rows(tuner.oracle, trials_dir)
     write_tables(rows, model_dir, header)
-    return {
-        **_finish(rows, config, model_dir, budget, log),
-        "smallest": smallest,
-    }
+    result = _finish(rows, config, model_dir, budget, log)
+    if table is not None:
+        best = result["best"]
+        genotype = Genotype.from_string(best["genotype"])
+        latency = verify_latency(
+            genotype, retrain, num_classes, table, best["latency_ms"]
+        )
+        write_atomic(
+            os.path.join(model_dir, "best_latency.json"),
+            json.dumps(latency, indent=2) + "\n",
+        )
+        measured = latency["measured_ms"]
+        log(
+            f"Best child latency: {latency['predicted_ms']:.3f} ms predicted"
+            + (
+                f", {measured:.3f} ms measured (TFLite {latency['format']}, "
+                f"{latency['threads']} thread(s))."
+                if measured is not None
+                else "; the table was imported: measure it on its device."
+            )
+        )
+        result["latency"] = latency
+    return {**result, "smallest": smallest}

@@ -96,7 +96,7 @@ def _model_class(layers):
     return importlib.import_module(layers.__name__.split(".")[0]).Model
 
 
-def _zeros(x, stride, name, layers):
+def node_zeros(x, stride, name, layers):
     """Zeros shaped like a node computed from `x` with `stride`: no math.
 
     A node without incoming edges (SNAS edge_all: every edge's argmax is
@@ -153,7 +153,9 @@ def _cell(s0, s1, nodes, spec: CellSpec, layers, drop_path=False):
             branches.append(x)
         if not branches:
             stride = 2 if spec.reduction else 1
-            states.append(_zeros(states[1], stride, f"{prefix}_zeros", layers))
+            states.append(
+                node_zeros(states[1], stride, f"{prefix}_zeros", layers)
+            )
         elif len(branches) == 1:
             states.append(branches[0])
         else:
@@ -180,7 +182,7 @@ def _conv_bn(x, filters, stride, name, layers):
     return batch_norm(True, f"{name}_bn", layers)(x)
 
 
-def _stem(images, network: str, channels: int, layers):
+def stem(images, network: str, channels: int, layers):
     """Returns (s0, s1), the first two cell inputs."""
     if network == "cifar":
         # NetworkCIFAR: 3x3 conv to 3C + BN; both cell inputs are its output.
@@ -193,6 +195,16 @@ def _stem(images, network: str, channels: int, layers):
     s0 = _conv_bn(x, channels, 2, "stem0_2", layers)
     x = layers.ReLU(name="stem1_relu")(s0)
     return s0, _conv_bn(x, channels, 2, "stem1", layers)
+
+
+def classifier_head(x, num_classes: int, layers):
+    """Global average pooling and the dense classifier: the logits.
+
+    NetworkImageNet's AvgPool2d(7) on the final 7x7 map (224 input) is a
+    global average; GlobalAveragePooling2D also holds at other sizes.
+    """
+    x = layers.GlobalAveragePooling2D(name="global_pool")(x)
+    return layers.Dense(num_classes, name="classifier")(x)
 
 
 def _auxiliary_head(x, network: str, num_classes: int, layout, layers):
@@ -327,7 +339,7 @@ def build_child_network(
             "weights with copy_weights_by_name."
         )
     images = layers.Input((image_size, image_size, 3), name="images")
-    s0, s1 = _stem(images, network, channels, layers)
+    s0, s1 = stem(images, network, channels, layers)
     aux_logits = None
     for spec in cell_specs(network, channels, num_layers):
         nodes = genotype.reduce if spec.reduction else genotype.normal
@@ -336,10 +348,7 @@ def build_child_network(
             aux_logits = _auxiliary_head(
                 s1, network, num_classes, layout, layers
             )
-    # NetworkImageNet's AvgPool2d(7) on the final 7x7 map (224 input) is a
-    # global average; GlobalAveragePooling2D also holds at other sizes.
-    x = layers.GlobalAveragePooling2D(name="global_pool")(s1)
-    logits = layers.Dense(num_classes, name="classifier")(x)
+    logits = classifier_head(s1, num_classes, layers)
     outputs = logits if aux_logits is None else [logits, aux_logits]
     return _model_class(layers)(
         images, outputs, name=name or f"child_{network}"
@@ -477,8 +486,11 @@ __all__ = [
     "CellSpec",
     "build_child_network",
     "cell_specs",
+    "classifier_head",
     "copy_weights_by_name",
     "count_parameters",
     "inference_model",
     "multiply_adds",
+    "node_zeros",
+    "stem",
 ]

@@ -19,6 +19,7 @@ from snas_tf.kernels.tracing import (
     recomputing,
     short_variable_names,
 )
+from snas_tf.latency.penalty import latency_penalty, latency_resource
 from snas_tf.layers import gumbel_softmax
 from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
@@ -88,6 +89,11 @@ class SNASSupernet(
             (y_train, y_arch))` batches) or `"darts_single_level"` (the
             softmax of `"darts"` in the one-batch step of `"snas"`).
         resource_estimator: one of `resource_cost.ESTIMATORS`.
+        resource: `"size_flops_mac"` (per-edge logs of size, FLOPs, MAC)
+            or `"latency"` (the log of the target network's expected
+            latency, `latency_costs`: a `snas_tf.latency.cost.LatencyCosts`
+            or its `to_config()`); `latency_target_ms` T0 makes that
+            penalty |T / T0 - 1| (TuNAS).
         penalty_strength: η, weight of the resource penalty (0 disables
             it; None: the mode's, `snas_tf.config.MODE_DEFAULTS`).
         derivation_rule: the rule of the derived child that argmax mode
@@ -138,6 +144,9 @@ class SNASSupernet(
         stem_multiplier=ModelConfig.stem_multiplier,
         mode=SearchConfig.mode,
         resource_estimator=SearchConfig.resource_estimator,
+        resource=SearchConfig.resource,
+        latency_costs=None,
+        latency_target_ms=None,
         penalty_strength=None,
         derivation_rule=None,
         seed=0,
@@ -149,6 +158,9 @@ class SNASSupernet(
         _check_choice("mode", mode, MODES)
         _check_choice(
             "resource_estimator", resource_estimator, resource_cost.ESTIMATORS
+        )
+        latency_costs = latency_resource(
+            resource, latency_costs, latency_target_ms
         )
         if penalty_strength is None:
             penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
@@ -183,6 +195,9 @@ class SNASSupernet(
         self.stem_multiplier = int(stem_multiplier)
         self.mode = mode
         self.resource_estimator = resource_estimator
+        self.resource = resource
+        self.latency_costs = latency_costs
+        self.latency_target_ms = latency_target_ms
         self.penalty_strength = float(penalty_strength)
         self.derivation_rule = derivation_rule
         self.seed = int(seed)
@@ -360,8 +375,20 @@ class SNASSupernet(
         )
 
     def resource_penalty(self, sample: ArchSample):
-        """Resource penalty (before η) of both cell types, each averaged
-        over its actual number of cells (SNAS §2.4)."""
+        """Resource penalty (before η): of both cell types, each averaged
+        over its actual number of cells (SNAS §2.4), or the latency
+        penalty of the target network (`snas_tf.latency.penalty`)."""
+        if self.resource == "latency":
+            target = self.latency_target_ms
+            return latency_penalty(
+                self.resource_estimator,
+                {t: getattr(sample, t) for t in CELL_TYPES},
+                {t: self.arch_logits(t) for t in CELL_TYPES},
+                self.temperature,
+                self.latency_costs.tables,
+                self.latency_costs.constant_us,
+                None if target is None else 1e3 * target,
+            )
         if self.cost_tables is None:
             raise ValueError(
                 "The resource penalty needs a static image size; build the "
@@ -545,6 +572,13 @@ class SNASSupernet(
             stem_multiplier=self.stem_multiplier,
             mode=self.mode,
             resource_estimator=self.resource_estimator,
+            resource=self.resource,
+            latency_costs=(
+                None
+                if self.latency_costs is None
+                else self.latency_costs.to_config()
+            ),
+            latency_target_ms=self.latency_target_ms,
             penalty_strength=self.penalty_strength,
             derivation_rule=self.derivation_rule,
             seed=self.seed,

@@ -41,6 +41,7 @@ def _panels(history: RunHistory) -> list[tuple[str, list[str]]]:
             "expected_flops",
             "expected_mac",
         ],
+        "expected latency of the target network (ms)": ["expected_latency_ms"],
         "loss": [],
         "weightless ops in the derived cells": [
             "weightless_normal",
@@ -70,7 +71,8 @@ def curves_figure(history: "RunHistory | str | os.PathLike") -> Figure:
     child; training and validation), losses, expected cost and any other
     numeric metric, one panel each; a panel whose keys are all missing is
     skipped. Expected costs are divided by their first-epoch value (the
-    legend gives it), as size, FLOPs and MAC differ by orders of magnitude.
+    legend gives it), as size, FLOPs and MAC differ by orders of magnitude;
+    the expected latency of a latency-aware search is in ms.
 
     Args:
         history: a `RunHistory` or the path of a history.json.
@@ -93,7 +95,10 @@ def curves_figure(history: "RunHistory | str | os.PathLike") -> Figure:
         for key in keys:
             x, y = _series(history, key)
             label = key
-            if key.startswith("expected_") and y[0] and math.isfinite(y[0]):
+            relative = (
+                key.startswith("expected_") and key != "expected_latency_ms"
+            )
+            if relative and y[0] and math.isfinite(y[0]):
                 label = f"{key} (first: {y[0]:.3g})"
                 y = [v / y[0] for v in y]
             # Training dashed beside its validation twin.

@@ -2,7 +2,8 @@
 
 A child network is measured at the retraining size of a `RetrainConfig`:
 trainable parameters without the auxiliary head (the paper's convention)
-and multiply-adds per image (`snas summary` counts the same way).
+and multiply-adds per image (`snas summary` counts the same way), and,
+with a latency table, its predicted latency.
 
 Objective (maximised): the child accuracy without retraining, i.e.
 `val_child_accuracy` of the last search epoch (the supernet in argmax mode,
@@ -30,17 +31,25 @@ from snas_tf.ops import build_op
 from snas_tf.search_space import NUM_CELL_INPUTS, SearchSpace
 
 
-def budget_score(accuracy, params, madds, max_params=None, max_madds=None):
-    """The objective of one trial (see the module docstring).
+def budget_score(
+    accuracy,
+    params,
+    madds,
+    max_params=None,
+    max_madds=None,
+    latency_ms=None,
+    max_latency_ms=None,
+):
+    """The objective of one trial (see the module docstring); the latency
+    (predicted from a latency table, `snas_tf.latency.cost`) is one more
+    metric with its budget.
 
     Returns:
         `(score, within_budget)`.
     """
-    ratios = [
-        value / budget
-        for value, budget in ((params, max_params), (madds, max_madds))
-        if budget is not None
-    ]
+    pairs = ((params, max_params), (madds, max_madds))
+    pairs += ((latency_ms, max_latency_ms),)
+    ratios = [value / budget for value, budget in pairs if budget is not None]
     overshoot = max(ratios) - 1.0
     if overshoot <= 0:
         return float(accuracy), True

@@ -23,6 +23,7 @@ COLUMNS = (
     "child_accuracy",
     "params",
     "madds",
+    "latency_ms",
     "within_budget",
     "score",
     "genotype",
@@ -50,6 +51,11 @@ def trial_rows(oracle, trials_dir) -> list:
                 child_accuracy=float(metric("child_accuracy")),
                 params=int(metric("params")),
                 madds=int(metric("madds")),
+                latency_ms=(
+                    float(metric("latency_ms"))
+                    if trial.metrics.exists("latency_ms")
+                    else ""
+                ),
                 within_budget=bool(metric("within_budget")),
                 score=float(metric("score")),
             )
@@ -70,9 +76,9 @@ def _markdown(rows, header: list) -> str:
     lines = [*header, ""]
     lines.append(
         "| trial | status | η | λ initial | λ final | schedule | child acc "
-        "| params | madds | within budget | score |"
+        "| params | madds | latency ms | within budget | score |"
     )
-    lines.append("|" + "---|" * 11)
+    lines.append("|" + "---|" * 12)
     for r in rows:
         within = {True: "yes", False: "**no**"}.get(r["within_budget"], "")
         cells = [
@@ -85,6 +91,7 @@ def _markdown(rows, header: list) -> str:
             _number(r["child_accuracy"], ".4f"),
             _number(r["params"], ",d"),
             _number(r["madds"], ",d"),
+            _number(r["latency_ms"], ".3f"),
             within,
             _number(r["score"], ".4f"),
         ]
@@ -123,16 +130,21 @@ def summary_line(row) -> str:
     if row["status"] != "COMPLETED":
         return f"Trial {row['trial']} {row['status']}: {values}: {row['error']}"
     within = "within budget" if row["within_budget"] else "OVER BUDGET"
+    latency = _number(row["latency_ms"], ".3f")
+    latency = f"{latency} ms predicted, " if latency else ""
     return (
         f"Trial {row['trial']} done: {values}: child accuracy "
         f"{row['child_accuracy']:.4f}, {row['params']:,} parameters, "
-        f"{row['madds']:,} multiply-adds, {within}, score {row['score']:.4f}"
+        f"{row['madds']:,} multiply-adds, {latency}{within}, score "
+        f"{row['score']:.4f}"
     )
 
 
-def budget_text(max_params, max_madds) -> str:
+def budget_text(max_params, max_madds, max_latency_ms=None) -> str:
     """The budgets in words, for trials.md and the messages."""
     parts = []
+    if max_latency_ms is not None:
+        parts.append(f"<= {max_latency_ms:g} ms (latency table)")
     if max_params is not None:
         parts.append(f"<= {max_params:,} parameters")
     if max_madds is not None:

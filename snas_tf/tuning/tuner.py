@@ -74,6 +74,9 @@ class SNASTuner(keras_tuner.Tuner):
             returns its summary (`snas_tf.trainers.search.run_search`,
             passed in: the library does not import the trainers).
         report: called with the oracle's record of each ended trial.
+        latency: optional `latency(genotype) -> ms` (a latency table's
+            prediction of the child at the retraining size).
+        max_latency_ms: latency budget, or None.
         **kwargs: `keras_tuner.Tuner` arguments (directory, project_name).
     """
 
@@ -88,9 +91,13 @@ class SNASTuner(keras_tuner.Tuner):
         trials_dir,
         run_search,
         report=None,
+        latency=None,
+        max_latency_ms=None,
         **kwargs,
     ):
         super().__init__(oracle, **kwargs)
+        self.latency = latency
+        self.max_latency_ms = max_latency_ms
         self.base_config = base_config
         self.retrain = retrain
         self.num_classes = num_classes
@@ -114,10 +121,19 @@ class SNASTuner(keras_tuner.Tuner):
             )
         genotype = Genotype.from_string(summary["genotype"])
         params, madds = measure(genotype, self.retrain, self.num_classes)
+        latency_ms = None if self.latency is None else self.latency(genotype)
         score, within = budget_score(
-            accuracy, params, madds, self.max_params, self.max_madds
+            accuracy,
+            params,
+            madds,
+            self.max_params,
+            self.max_madds,
+            latency_ms,
+            self.max_latency_ms,
         )
+        extra = {} if latency_ms is None else {"latency_ms": latency_ms}
         return {
+            **extra,
             "score": score,
             "child_accuracy": float(accuracy),
             "params": float(params),

@@ -321,12 +321,14 @@ def test_primitives_are_distinct_and_hold_an_op(primitives):
 
 def test_choices_match_the_code():
     from snas_tf import data, genotype, resource_cost, strategy
+    from snas_tf.latency import penalty
     from snas_tf.models import child_network, snas_supernet
     from snas_tf.trainers import retrain
 
     search, child = RULES["SearchConfig"], RULES["ChildConfig"]
     assert search["mode"].options == snas_supernet.MODES
     assert search["resource_estimator"].options == resource_cost.ESTIMATORS
+    assert search["resource"].options == penalty.RESOURCES
     assert search["derivation_rule"].options == genotype.RULES
     assert RULES["DataConfig"]["augment"].options == data.AUGMENTATIONS
     assert RULES["RuntimeConfig"]["strategy"].options == strategy.STRATEGIES
@@ -344,6 +346,11 @@ def test_path_values_name_what_they_must(tmp_path):
             load_config([], [f"{key}={a_file}"])
         with pytest.raises(ValueError, match=f"inside '{a_file}'"):
             load_config([], [f"{key}={a_file}/sub"])
+    for key in ("search.latency_table", "search.latency_target_config"):
+        load_config([], [f"{key}={a_file}"])
+        load_config([], [f"{key}={tmp_path}/not_yet.json"])
+        with pytest.raises(ValueError, match=f"'{key}': .* is a directory"):
+            load_config([], [f"{key}={tmp_path}"])
     load_config([], ["child.genotype=SNAS_mild"], RetrainConfig)
     with pytest.raises(ValueError, match="'child.genotype': .* is a directory"):
         load_config([], [f"child.genotype={tmp_path}/"], RetrainConfig)

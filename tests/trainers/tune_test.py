@@ -1,4 +1,4 @@
-"""`snas tune`: budget checks, resume and failures.
+"""`snas tune`: budget checks, resume and failures, and the latency budget.
 
 One real tuning (two tiny searches on the bundled digits, run as one trial
 and then resumed to two) is shared by the module; the failure paths
@@ -10,16 +10,20 @@ import json
 import os
 import types
 
+import numpy as np
 import pytest
+from latency_testing import hand_made_table
 from testing_utils import TINY_RETRAIN
 
 from snas_tf.config import RetrainConfig, load_config
 from snas_tf.genotype import Genotype
+from snas_tf.latency.cost import predict_latency
+from snas_tf.latency.target import target_from_retrain_config
 from snas_tf.models import build_child_network, count_parameters, multiply_adds
 from snas_tf.search_space import SearchSpace
 from snas_tf.trainers import cli, tune
 from snas_tf.trainers.tune import run_tune
-from snas_tf.tuning.budget import measure, smallest_network
+from snas_tf.tuning.budget import budget_score, measure, smallest_network
 
 PRIMITIVES = ("none", "max_pool_3x3", "skip_connect", "sep_conv_3x3")
 SEARCH = [
@@ -330,4 +334,119 @@ def test_cli_budget_below_minimum_is_a_one_line_error(tmp_path, capsys):
     assert code == 2
     assert len(err.splitlines()) == 1
     assert "--max-params 10 is below the smallest derivable network" in err
+    assert not (tmp_path / "run").exists()
+
+
+# --max-latency-ms: a latency budget scored by a hand-made latency table
+# (made-up timings) and checked by timing the best child.
+
+
+def test_latency_is_one_more_budget_of_the_score():
+    assert budget_score(0.7, 1, 1, latency_ms=2.0, max_latency_ms=4.0) == (
+        0.7,
+        True,
+    )
+    score, within = budget_score(
+        0.7, 1, 1, max_params=2, latency_ms=6.0, max_latency_ms=4.0
+    )
+    assert not within and score == pytest.approx(-0.5)
+
+
+@pytest.fixture
+def table(tmp_path):
+    config, retrain = _configs()
+    target = target_from_retrain_config(retrain, PRIMITIVES, 2)
+    path = tmp_path / "table.json"
+    table = hand_made_table(target, path)
+    ms = predict_latency(table, target, LARGEST)["total_us"] / 1e3
+    return path, table, ms
+
+
+def test_a_latency_budget_scores_the_predicted_latency(
+    tmp_path, monkeypatch, table
+):
+    path, _, largest_ms = table
+    config, retrain = _configs()
+    monkeypatch.setattr(tune, "run_search", _fake_search(LARGEST, 0.6))
+    lines = []
+    result = run_tune(
+        config,
+        tmp_path / "run",
+        max_trials=1,
+        retrain_config=retrain,
+        log=lines.append,
+        max_latency_ms=largest_ms + 0.001,
+        latency_table=path,
+    )
+    best = result["best"]
+    assert best["latency_ms"] == pytest.approx(largest_ms)
+    assert best["within_budget"] and best["score"] == pytest.approx(0.6)
+    rows = _read_csv(tmp_path / "run" / "trials.csv")
+    assert float(rows[0]["latency_ms"]) == pytest.approx(largest_ms)
+    assert "latency ms" in (tmp_path / "run" / "trials.md").read_text()
+    saved = json.loads((tmp_path / "run" / "best_latency.json").read_text())
+    # A hand-made table is no measurement of this machine: not re-timed.
+    assert saved["predicted_ms"] == pytest.approx(largest_ms)
+    assert saved["measured_ms"] is None
+    assert any("ms predicted" in line for line in lines)
+
+
+def test_over_the_latency_budget_no_trial_is_best(tmp_path, monkeypatch, table):
+    path, _, largest_ms = table
+    config, retrain = _configs()
+    monkeypatch.setattr(tune, "run_search", _fake_search(LARGEST, 0.9))
+    with pytest.raises(RuntimeError, match="No trial met the budget"):
+        run_tune(
+            config,
+            tmp_path / "run",
+            max_trials=1,
+            retrain_config=retrain,
+            log=lambda line: None,
+            max_latency_ms=largest_ms / 2,
+            latency_table=path,
+        )
+    rows = _read_csv(tmp_path / "run" / "trials.csv")
+    assert float(rows[0]["score"]) == pytest.approx(-1.0, rel=1e-4)
+
+
+def test_the_best_child_is_timed_as_the_table_was(table):
+    _, made_up, largest_ms = table
+    config, retrain = _configs()
+    made_up.runtime.update(source="measured", runs=2, warmup=1)
+    got = tune.verify_latency(LARGEST, retrain, 10, made_up, largest_ms)
+    assert got["predicted_ms"] == largest_ms
+    assert np.isfinite(got["measured_ms"]) and got["measured_ms"] > 0
+    assert (got["threads"], got["format"]) == (1, "fp32")
+
+
+def _tune_argv(tmp_path, *extra):
+    return [
+        "tune",
+        "--override=model.num_nodes=2",
+        f"--override=model.primitives=[{', '.join(PRIMITIVES)}]",
+        "--retrain-override=child.num_layers=3",
+        "--retrain-override=child.channels=4",
+        "--retrain-override=child.auxiliary=false",
+        "--retrain-override=data.dataset=digits",
+        "--retrain-override=data.image_size=8",
+        f"--model-dir={tmp_path / 'run'}",
+        *extra,
+    ]
+
+
+def test_cli_refuses_a_latency_budget_without_a_usable_table(
+    tmp_path, capsys, table
+):
+    path = table[0]
+    for extra, named in (
+        (["--max-latency-ms=5"], "--max-latency-ms needs --latency-table"),
+        (
+            ["--max-latency-ms=5", f"--latency-table={path}"]
+            + ["--retrain-override=child.channels=8"],
+            "target.channels is 4",
+        ),
+    ):
+        assert cli.main(_tune_argv(tmp_path, *extra)) == 2
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 1 and named in lines[0], lines
     assert not (tmp_path / "run").exists()

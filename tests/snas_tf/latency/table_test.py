@@ -1,0 +1,143 @@
+"""The latency table's file, its checks, imported timings and resume."""
+
+import dataclasses
+import json
+
+import pytest
+from latency_testing import TINY_TARGET, hand_made_table
+
+from snas_tf.latency.entries import required_entries
+from snas_tf.latency.partial import PartialTimings
+from snas_tf.latency.table import check_table, load_table, read_timings
+
+
+def test_a_saved_table_loads_and_passes_its_checks(tmp_path):
+    path = tmp_path / "table.json"
+    table = hand_made_table(path=path)
+    loaded = check_table(load_table(path), TINY_TARGET)
+    assert loaded.entries == table.entries
+    data = json.loads(path.read_text())
+    assert data["unit"] == "us"
+    assert data["target"]["reduction_cells"] == [1, 2]
+    assert data["target"]["primitives"] == list(TINY_TARGET.primitives)
+    assert set(data["entries"]) == set(required_entries(TINY_TARGET))
+
+
+def _edited(tmp_path, edit):
+    path = tmp_path / "table.json"
+    hand_made_table(path=path)
+    data = json.loads(path.read_text())
+    edit(data)
+    path.write_text(json.dumps(data))
+    return load_table(path)
+
+
+_ID = "op-sep_conv_3x3-c4-h8-s1"
+
+
+@pytest.mark.parametrize(
+    "edit, message",
+    [
+        (
+            lambda d: d["target"].update(channels=8),
+            r"target.channels is 8, but the target network \(the search\) "
+            "has 4",
+        ),
+        (
+            lambda d: d["target"].update(primitives=["none", "skip_connect"]),
+            "target.primitives is",
+        ),
+        (lambda d: d["entries"].pop(_ID), f"missing entry '{_ID}'"),
+        (
+            lambda d: d["entries"][_ID].update(latency_us=-1.0),
+            f"entry '{_ID}' has latency_us -1.0; expected a finite",
+        ),
+        (
+            lambda d: d["entries"][_ID].update(latency_us=float("nan")),
+            f"entry '{_ID}' has latency_us nan",
+        ),
+        (
+            lambda d: d["entries"][_ID].update(latency_us="fast"),
+            f"entry '{_ID}' has latency_us 'fast'",
+        ),
+        (
+            lambda d: d["runtime"].update(format="fp16"),
+            r"runtime.format is 'fp16'; expected one of \('fp32', 'int8'\)",
+        ),
+    ],
+)
+def test_bad_tables_are_refused_naming_the_entry(tmp_path, edit, message):
+    table = _edited(tmp_path, edit)
+    with pytest.raises(ValueError, match=message) as error:
+        check_table(table, TINY_TARGET, "the search")
+    assert "\n" not in str(error.value)
+
+
+def test_a_table_of_another_space_is_refused(tmp_path):
+    table = hand_made_table(path=tmp_path / "t.json")
+    other = dataclasses.replace(TINY_TARGET, num_nodes=3)
+    with pytest.raises(ValueError, match="target.num_nodes is 2"):
+        check_table(table, other)
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("{", "not valid JSON"),
+        ('{"format_version": 2}', "format_version is 2; expected 1"),
+        ('{"format_version": 1, "unit": "ms"}', "unit is 'ms'"),
+    ],
+)
+def test_malformed_files_are_refused(tmp_path, text, message):
+    path = tmp_path / "t.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        load_table(path)
+
+
+def test_timings_import_from_csv_and_json(tmp_path):
+    csv_path = tmp_path / "t.csv"
+    csv_path.write_text("id,latency_us\na,1.5\nb, 20\n\n")
+    assert read_timings(csv_path) == {"a": 1.5, "b": 20.0}
+    json_path = tmp_path / "t.json"
+    json_path.write_text(json.dumps({"latency_us": {"a": 1.5, "b": 20}}))
+    assert read_timings(json_path) == {"a": 1.5, "b": 20.0}
+
+
+@pytest.mark.parametrize(
+    "name, text, message",
+    [
+        ("t.csv", "name,ms\na,1\n", "the header 'id,latency_us'"),
+        ("t.csv", "id,latency_us\na,1\na,2\n", "'a' appears twice"),
+        ("t.csv", "id,latency_us\na,-2\n", "entry 'a' has latency_us -2.0"),
+        ("t.csv", "id,latency_us\na,inf\n", "entry 'a' has latency_us inf"),
+        ("t.csv", "id,latency_us\na\n", "row 2 has 1 fields"),
+        ("t.json", '{"a": 1}', 'must hold {"latency_us"'),
+        ("t.txt", "a 1", "unknown suffix '.txt'"),
+    ],
+)
+def test_bad_timings_files_are_refused(tmp_path, name, text, message):
+    path = tmp_path / name
+    path.write_text(text)
+    with pytest.raises(ValueError, match=message):
+        read_timings(path)
+
+
+def test_partial_timings_resume_and_refuse_other_settings(tmp_path):
+    path = tmp_path / "t.json.partial"
+    partial = PartialTimings(path, {"threads": 1})
+    assert partial.load() == {}
+    partial.start()
+    partial.add("a", 1.0)
+    partial.add("b", 2.0)
+    # A kill mid-write leaves a torn line: that entry is timed again.
+    with open(path, "a") as f:
+        f.write('{"id": "c", "lat')
+    again = PartialTimings(path, {"threads": 1})
+    assert again.load() == {"a": 1.0, "b": 2.0}
+    again.start()  # keeps what is there
+    assert again.load() == {"a": 1.0, "b": 2.0}
+    with pytest.raises(ValueError, match="with threads=1, not 2"):
+        PartialTimings(path, {"threads": 2}).load()
+    again.remove()
+    assert not path.exists()
