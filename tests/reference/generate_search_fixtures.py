@@ -34,9 +34,19 @@ The network then runs in float64. One step is run per resource estimator
   penalty does not depend on θ: the same under every estimator, which the
   generator checks), `update/<name>`: θ after the step minus θ before;
 - `train_state/<name>`: the BatchNorm running statistics after the step;
+- `grad_ce/<α>`: the gradient of CE alone for both log α tensors (the
+  official error-loss backward pass);
 - per estimator E: `E/penalty` (the official normal/6 + reduce/2 log
-  penalty; for policy_gradient the score-function surrogate), `E/grad/<α>`
-  and `E/update/<α>` for both log α tensors;
+  penalty; for policy_gradient the score-function surrogate), and for
+  both log α tensors `E/grad/<α>` (of CE + η·penalty), `E/grad_penalty/<α>`
+  (of η·penalty: the official resource-loss backward pass) and
+  `E/update/<α>`;
+- `policy_gradient/score_grad/<α>`: the gradient of η·penalty under
+  policy_gradient with the sample Z detached from log α where the
+  official sampler returns it (one `.detach()` around `_get_weights`):
+  the score-function term alone. The official gradient also flows
+  through Z into the Concrete log-density; ours treats Z as data
+  (docs/decisions.md);
 - `meta`: the case as JSON.
 
 `fixtures/search_manifest.json` records the torch version, the reference
@@ -203,9 +213,20 @@ def _build(official, torch, snas_dir, case):
     return nas
 
 
-def _step(official, torch, nas, method, state, x, y, case):
+def _step(torch, nas, method, state, x, y, case, data_sample=False):
     """One official train() step with `method`, from `state`; returns what
-    it computed."""
+    it computed. The gradients are those of its three backward passes in
+    order: resource loss, error loss, their sum (θ: the last two).
+    `data_sample` detaches the sample Z from log α where the official
+    sampler returns it: the penalty's gradient is then the score-function
+    term alone."""
+    if data_sample:
+        sample = nas.model._get_weights
+        # + 0 * log α: the official logging then finds a (zero) gradient
+        # of the error loss on log α.
+        nas.model._get_weights = lambda log_alpha: (
+            sample(log_alpha).detach() + 0.0 * log_alpha
+        )
     nas.args.method = nas.model._method = method
     nas.model.load_state_dict(state)
     nas.model._temp = case["temperature"]
@@ -216,11 +237,10 @@ def _step(official, torch, nas, method, state, x, y, case):
         lambda m, i, out: recorded.__setitem__("out", out)
     )
     params = dict(nas.model.named_parameters())
-    grads, handles = {}, []
+    grads, handles = {k: [] for k in params}, []
     for name, p in params.items():
-        # Every backward call overwrites: the last one is loss.backward().
         handles.append(
-            p.register_hook(lambda g, n=name: grads.__setitem__(n, g.clone()))
+            p.register_hook(lambda g, n=name: grads[n].append(g.clone()))
         )
     before = {k: v.detach().clone() for k, v in params.items()}
     criterion = nas.criterion
@@ -234,6 +254,8 @@ def _step(official, torch, nas, method, state, x, y, case):
     torch.manual_seed(case["noise_seed"])
     _, loss, error_loss, _ = nas.train(0, logging.getLogger("official"))
     nas.criterion = criterion
+    if data_sample:
+        del nas.model._get_weights
     hook.remove()
     for h in handles:
         h.remove()
@@ -284,9 +306,8 @@ def generate(official, torch, snas_dir, case):
     y = torch.randint(0, case["classes"], (case["batch"],), generator=gen)
     x = x.double()
 
-    runs = {
-        m: _step(official, torch, nas, m, state, x, y, case) for m in ESTIMATORS
-    }
+    runs = {m: _step(torch, nas, m, state, x, y, case) for m in ESTIMATORS}
+    score = _step(torch, nas, "policy_gradient", state, x, y, case, True)
     uniform = _noise(torch, model, case)
     temp = case["temperature"]
     ref = runs[ESTIMATORS[0]]
@@ -299,11 +320,19 @@ def generate(official, torch, snas_dir, case):
         terms = z ** (-temp) * torch.exp(alpha)
         assert z.min() > CONCRETE_CLAMP and terms.min() > CONCRETE_CLAMP
     theta = [k for k in ref["grads"] if not k.endswith("log_alpha")]
+    alphas = [f"{cell}_log_alpha" for cell in ("normal", "reduce")]
     for m, run in runs.items():
         assert torch.equal(run["logits"], ref["logits"]), m
         for k in theta:
-            assert torch.equal(run["grads"][k], ref["grads"][k]), (m, k)
+            # Error loss, then the sum: the penalty has no θ gradient.
+            first, total = run["grads"][k]
+            assert torch.equal(first, total), (m, k)
+            assert torch.equal(total, ref["grads"][k][-1]), (m, k)
             assert torch.equal(run["update"][k], ref["update"][k]), (m, k)
+        for k in alphas:
+            penalty, ce, total = run["grads"][k]
+            assert torch.allclose(penalty + ce, total, rtol=1e-12), (m, k)
+            assert torch.equal(ce, ref["grads"][k][1]), (m, k)
 
     out = {
         f"state/{k}": v.numpy().astype(np.float32) for k, v in state32.items()
@@ -317,8 +346,11 @@ def generate(official, torch, snas_dir, case):
     out["logits"] = _f32(ref["logits"])
     out["ce"] = _f32(ref["ce"])
     for k in theta:
-        out[f"grad/{k}"] = _f32(ref["grads"][k])
+        out[f"grad/{k}"] = _f32(ref["grads"][k][-1])
         out[f"update/{k}"] = _f32(ref["update"][k])
+    for k in alphas:
+        out[f"grad_ce/{k}"] = _f32(ref["grads"][k][1])
+        out[f"policy_gradient/score_grad/{k}"] = _f32(score["grads"][k][0])
     for k, v in ref["state"].items():
         if "running" in k:
             out[f"train_state/{k}"] = _f32(v)
@@ -326,7 +358,8 @@ def generate(official, torch, snas_dir, case):
         out[f"{m}/penalty"] = _f32(run["penalty"])
         for cell in ("normal", "reduce"):
             k = f"{cell}_log_alpha"
-            out[f"{m}/grad/{k}"] = _f32(run["grads"][k])
+            out[f"{m}/grad/{k}"] = _f32(run["grads"][k][-1])
+            out[f"{m}/grad_penalty/{k}"] = _f32(run["grads"][k][0])
             out[f"{m}/update/{k}"] = _f32(run["update"][k])
     a = nas.args
     meta = {
