@@ -16,11 +16,15 @@ betas (0.5, 0.999) on α. The step is the official one:
 class only: the module itself needs CUDA, tensorboardX and scipy at
 import) and run for one batch, so the forward pass, the penalty, the
 backward passes, the clipping and both optimizer steps are the authors'.
+Only its logged top-5 accuracy, read after the update, takes a
+`reshape` where the official `view` fails on recent torch.
 
 The weights are randomised and rounded to bfloat16 values as in
-`generate_fixtures.py`; log α is drawn from N(0, 1) (not the N(1, 0.01)
-initialisation, so that the softmax is not flat) and rounded the same way.
-The network then runs in float64. One step is run per resource estimator
+`generate_fixtures.py`; log α is drawn from N(0, 0.5²) (not the
+N(1, 0.01) initialisation, so that the softmax is not flat) and rounded
+the same way. The network then runs in float64 at temperature 0.7, where
+with the fixture's noise no clamp of the official Concrete density acts
+(checked). One step is run per resource estimator
 (`ESTIMATORS`), each from the same state with the same Gumbel noise
 (torch is reseeded before each). `fixtures/supernet_snas.npz` holds:
 
@@ -43,8 +47,9 @@ The network then runs in float64. One step is run per resource estimator
   `E/update/<α>`;
 - `policy_gradient/score_grad/<α>`: the gradient of η·penalty under
   policy_gradient with the sample Z detached from log α where the
-  official sampler returns it (one `.detach()` around `_get_weights`):
-  the score-function term alone. The official gradient also flows
+  official sampler returns it (`.detach()` around `_get_weights`, plus
+  0 · log α for the official gradient logging): the score-function term
+  alone. The official gradient also flows
   through Z into the Concrete log-density; ours treats Z as data
   (docs/decisions.md);
 - `meta`: the case as JSON.
