@@ -18,7 +18,7 @@ class InjectsNoise:
 
     _injected_noise = None
 
-    def injected_noise_or_none(self):
+    def _injected_noise_value(self):
         """The injected noise, in α's dtype, or None outside the block."""
         if self._injected_noise is None:
             return None

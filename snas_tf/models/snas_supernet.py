@@ -300,7 +300,7 @@ class SNASSupernet(
         giving each replica its own noise (docs/method.md §2 decision).
         Inside `injected_noise(noise)` it returns that noise instead.
         """
-        injected = self.injected_noise_or_none()
+        injected = self._injected_noise_value()
         if injected is not None:
             return injected
         shape = (2,) + tuple(self.arch_logits_normal.shape)
