@@ -25,6 +25,7 @@ from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.models.bilevel_darts import BilevelDARTS, top2_child
 from snas_tf.models.eager_build import BuildsBeforeFit
+from snas_tf.models.noise_injection import InjectsNoise
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
@@ -57,6 +58,7 @@ def _recomputed(cell):
 class SNASSupernet(
     BilevelDARTS,
     BuildsBeforeFit,
+    InjectsNoise,
     training.SingleFunctionTrainStep,
     keras.Model,
 ):
@@ -311,7 +313,11 @@ class SNASSupernet(
         The seed generator's state is a mirrored variable, so every replica
         would read the same seed; `replica_uniform` folds in the replica id,
         giving each replica its own noise (docs/method.md §2 decision).
+        Inside `injected_noise(noise)` it returns that noise instead.
         """
+        injected = self._injected_noise_value()
+        if injected is not None:
+            return injected
         shape = (2,) + tuple(self.arch_logits_normal.shape)
         uniform = replica_uniform(shape, self.noise_seed)
         return gumbel_softmax.gumbel_noise(uniform)

@@ -13,14 +13,15 @@ same model built in float64 must agree to float32 rounding of the stored
 numbers (`RTOL_FLOAT64`): the computations are the same, not only close.
 """
 
-import json
 import pathlib
 import sys
 
 import keras
 import numpy as np
+import parity_utils
 import pytest
 import tensorflow as tf
+from parity_utils import failures
 
 from snas_tf.models.child_network import build_child_network
 from snas_tf.models.torch_import import (
@@ -35,7 +36,6 @@ CASES = (
     "cifar_edge_all_moderate",
     "imagenet_darts_moderate",
 )
-RTOL, ATOL = 1e-4, 1e-6
 # The fixtures are float32, computed in float64 from float32-exact inputs.
 RTOL_FLOAT64 = 1e-6
 REGENERATE = "python tests/reference/generate_fixtures.py SNAS_DIR"
@@ -43,12 +43,7 @@ _LAYOUTS = {"model_edge_all": "edge_all", "model": "darts"}
 
 
 def load_fixture(case):
-    path = FIXTURES / f"{case}.npz"
-    if not path.is_file():
-        pytest.fail(f"Missing fixture {path}; regenerate with {REGENERATE}.")
-    with np.load(path) as data:
-        arrays = {k: data[k] for k in data.files}
-    return json.loads(str(arrays.pop("meta"))), arrays
+    return parity_utils.load_fixture(case, REGENERATE, FIXTURES)
 
 
 def run_case(case, dtype="float32"):
@@ -159,30 +154,6 @@ def _moving_statistics(model, state, arrays, meta, layout):
             ours = old + (ours - old) * n / (n - 1)
         out[torch_name] = (ours, arrays[f"train_state/{torch_name}"])
     return out
-
-
-def max_differences(pairs):
-    """{tensor: (max|ours - ref|, max|ref|)}."""
-    return {
-        name: (
-            float(np.max(np.abs(ours - ref))),
-            float(np.max(np.abs(ref))),
-        )
-        for name, (ours, ref) in pairs.items()
-    }
-
-
-def failures(pairs, rtol=RTOL):
-    """Tensors over the tolerance, worst relative difference first."""
-    bad = [
-        (diff / max(top, 1e-30), name, diff, top)
-        for name, (diff, top) in max_differences(pairs).items()
-        if not diff <= rtol * top + ATOL
-    ]
-    return [
-        f"{name}: max|diff| {diff:.3g} vs max|ref| {top:.3g}"
-        for _, name, diff, top in sorted(bad, reverse=True)
-    ]
 
 
 @pytest.fixture(scope="module", params=CASES)
