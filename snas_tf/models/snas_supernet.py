@@ -326,15 +326,20 @@ class SNASSupernet(
             z = [gumbel_softmax.hard_one_hot(a) for a in logits]
             return ArchSample(z[0], z[1], index[0], index[1])
         if arch_mode in _SOFTMAX_MODES:
-            return ArchSample(*[ops.softmax(a, axis=-1) for a in logits])
+            z = [ops.softmax(a, axis=-1) for a in logits]
+            log_z = [ops.log_softmax(a, axis=-1) for a in logits]
+            return ArchSample(z[0], z[1], None, None, *log_z)
         if noise is None:
             noise = self.draw_noise()
-        return ArchSample(
-            *[
-                gumbel_softmax.relaxed_one_hot(a, self.temperature, noise[i])
-                for i, a in enumerate(logits)
-            ]
-        )
+        t, pairs = self.temperature, [(logits[i], noise[i]) for i in (0, 1)]
+        z = [gumbel_softmax.relaxed_one_hot(a, t, g) for a, g in pairs]
+        # log Z from the same noise, exact where Z rounds to 0: the sample
+        # of the policy_gradient density (docs/decisions.md).
+        log_z = [
+            gumbel_softmax.relaxed_log_one_hot(ops.stop_gradient(a), t, g)
+            for a, g in pairs
+        ]
+        return ArchSample(z[0], z[1], None, None, *log_z)
 
     def forward(self, inputs, sample: ArchSample, training=None):
         """Logits of the network for given op weights."""
@@ -375,6 +380,7 @@ class SNASSupernet(
                 self.arch_logits(cell_type),
                 self.temperature,
                 tables,
+                log_z=getattr(sample, f"{cell_type}_log_z"),
             )
         return total
 
