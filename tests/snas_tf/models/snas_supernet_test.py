@@ -28,15 +28,19 @@ def test_fit_step_applies_the_gradient_of_one_combined_loss():
     model.build(x.shape)
     variables = model.weight_variables + model.arch_variables
     before = values(variables)
-    seed_state = np.array(model.noise_seed.state.numpy())
+    # The default search drops edge outputs (drop_path_prob 0.3).
+    assert model.drop_path_prob > 0
+    seeds = (model.noise_seed, model.drop_path_seed)
+    seed_states = [np.array(s.state.numpy()) for s in seeds]
 
     model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
     after = values(variables)
 
-    # Replay the step by hand from the same state and the same noise.
+    # Replay the step by hand from the same state, noise and drop-path.
     for v, b in zip(variables, before, strict=True):
         v.assign(b)
-    model.noise_seed.state.assign(seed_state)
+    for seed, state in zip(seeds, seed_states, strict=True):
+        seed.state.assign(state)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with tf.GradientTape() as tape:
         sample = model.sample_architecture()
@@ -236,6 +240,7 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
     # each replica's BatchNorm statistics equal the global ones: two
     # replicas must then reproduce one device exactly,
     # with the penalty counted once and weight decay and momentum on.
+    # Drop-path off: each replica would drop other examples.
     x, y = tiny_data(n=2)
     x, y = np.concatenate([x, x]), np.concatenate([y, y])
     initial = None
@@ -246,6 +251,7 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
                 mode="darts_single_level",
                 penalty_strength=0.5,
                 resource_estimator="discrete",
+                drop_path_prob=0.0,
             )
             # SGD for α too: Adam's first steps are nearly sign(g), which
             # turns float noise on tiny gradients into ±lr differences.
