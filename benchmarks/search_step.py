@@ -14,6 +14,7 @@ Usage:
     python benchmarks/search_step.py [--settings paper small] [--steps 5]
         [--warmup 2] [--intra 1] [--inter 2] [--xla]
         [--quick] [--cells N] [--channels C] [--batch B] [--image-size S]
+        [--drop-path-prob P]
 """
 
 import argparse
@@ -61,6 +62,14 @@ def add_model_flags(parser):
         help="build the supernet from plain Keras layers instead of "
         "snas_tf.kernels (runtime.fast_kernels: false).",
     )
+    parser.add_argument(
+        "--drop-path-prob",
+        type=float,
+        default=None,
+        metavar="P",
+        help="drop-path on every edge output (search.drop_path_prob); "
+        "default: the mode's, 0.3.",
+    )
 
 
 def supernet_options(args) -> dict:
@@ -68,6 +77,7 @@ def supernet_options(args) -> dict:
     return {
         "recompute": args.recompute,
         "fast_kernels": not args.plain_kernels,
+        "drop_path_prob": args.drop_path_prob,
     }
 
 

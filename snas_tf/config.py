@@ -43,17 +43,27 @@ class ModelConfig:
     recompute: bool | int = False
 
 
-# What `search.mode` changes when `search.penalty_strength` or
-# `search.derivation_rule` is null: SNAS's constraint and rule for "snas"
-# and for "darts_single_level" (SNAS's loop without the noise: an
-# ablation), DARTS's (no resource penalty, two edges per node) for the
+# What `search.mode` changes when `search.penalty_strength`,
+# `search.derivation_rule` or `search.drop_path_prob` is null: SNAS's
+# constraint, rule and edge drop-path (the authors' code) for "snas" and
+# for "darts_single_level" (SNAS's loop without the noise: an ablation),
+# DARTS's (no resource penalty, two edges per node, no drop-path) for the
 # bi-level "darts" (docs/method.md §3).
 MODE_DEFAULTS = {
-    "snas": {"penalty_strength": 1.5e-3, "derivation_rule": "edge_all"},
-    "darts": {"penalty_strength": 0.0, "derivation_rule": "top2"},
+    "snas": {
+        "penalty_strength": 1.5e-3,
+        "derivation_rule": "edge_all",
+        "drop_path_prob": 0.3,
+    },
+    "darts": {
+        "penalty_strength": 0.0,
+        "derivation_rule": "top2",
+        "drop_path_prob": 0.0,
+    },
     "darts_single_level": {
         "penalty_strength": 1.5e-3,
         "derivation_rule": "edge_all",
+        "drop_path_prob": 0.3,
     },
 }
 
@@ -109,6 +119,10 @@ class SearchConfig:
         mixed_precision: compute the network in bfloat16 with float32
             variables and α ("mixed_bfloat16": no loss scaling, so the
             global clip stays exact); for GPUs and CPUs with bfloat16 units.
+        drop_path_prob: probability with which each mixed-edge output of
+            each training example is zeroed (the rest scaled by 1 / (1 -
+            p)), constant over the search, as the authors' code does
+            (0.3); null: the mode's (`MODE_DEFAULTS`).
     """
 
     epochs: int = 150
@@ -136,6 +150,7 @@ class SearchConfig:
     derivation_rule: str | None = None
     arch_fraction: float = 0.5
     mixed_precision: bool = False
+    drop_path_prob: float | None = None
 
     @property
     def resolved_penalty_strength(self) -> float:
@@ -150,6 +165,13 @@ class SearchConfig:
         if self.derivation_rule is not None:
             return self.derivation_rule
         return MODE_DEFAULTS[self.mode]["derivation_rule"]
+
+    @property
+    def resolved_drop_path_prob(self) -> float:
+        """`drop_path_prob`, or the mode's when null."""
+        if self.drop_path_prob is not None:
+            return self.drop_path_prob
+        return MODE_DEFAULTS[self.mode]["drop_path_prob"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -216,6 +216,7 @@ SEARCH = {
     "derivation_rule": Choices(("edge_all", "top2")),
     # A share of the training split: both parts must hold examples.
     "arch_fraction": Interval(0, 1, low_open=True, high_open=True),
+    "drop_path_prob": UNIT,
 }
 DATA = {
     "dataset": Text("the data loader knows the TFDS names"),

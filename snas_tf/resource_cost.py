@@ -240,6 +240,7 @@ def resource_penalty(
     logits,
     temperature,
     tables: Sequence[np.ndarray],
+    log_z=None,
 ):
     """Resource penalty of one cell type (normal or reduction).
 
@@ -254,9 +255,10 @@ def resource_penalty(
       linear costs under the categorical distribution.
     - ``policy_gradient``: returns the surrogate
       sum_e log p(z_e) * stop_gradient(cost_e(z)) with the Concrete
-      log-density and `z` treated as data. **Its value is not the cost**
-      (it is a log-density times the cost, and may be negative); only its
-      gradient with respect to `logits` means something: the
+      log-density of `log_z` and the sample treated as data. **Its value
+      is not the cost** (it is a log-density times the cost, and may be
+      negative); only its gradient with respect to `logits` means
+      something: the
       score-function estimate of the gradient of E_Z[cost(Z)]. Report the
       cost with the ``reparametrization`` value or `expected_costs`.
 
@@ -267,17 +269,27 @@ def resource_penalty(
         temperature: Concrete temperature λ (used by policy_gradient).
         tables: one (num_edges, num_ops, 3) cost table per cell of this
             type; cells at different depths have different C and H.
+        log_z: log of `z` computed from its noise
+            (`gumbel_softmax.relaxed_log_one_hot`, `ArchSample.*_log_z`);
+            policy_gradient needs it: log(z) is -inf where z rounds to 0.
 
     Returns:
         Scalar tensor.
 
     Raises:
-        ValueError: for an unknown estimator, empty `tables`, or tables and
-            weights of mismatched shapes.
+        ValueError: for an unknown estimator, empty `tables`, tables and
+            weights of mismatched shapes, or policy_gradient without
+            `log_z`.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(
             f"Unknown estimator {estimator!r}. Expected one of {ESTIMATORS}."
+        )
+    if estimator == "policy_gradient" and log_z is None:
+        raise ValueError(
+            "resource_estimator 'policy_gradient' needs log_z, the log of "
+            "the sample computed from its noise "
+            "(gumbel_softmax.relaxed_log_one_hot), got None."
         )
     for name, value in (("z", z), ("logits", logits)):
         if len(ops.shape(value)) != 2:
@@ -301,10 +313,12 @@ def resource_penalty(
     z = ops.stop_gradient(z)
     # (E,) cost of each edge, averaged over the cells that share this z.
     cost = ops.stop_gradient(ops.mean(edge_log_costs(z, stacked), axis=0))
-    # The density follows the logits' dtype (a float16 z under mixed
+    # The density follows the logits' dtype (a bfloat16 sample under mixed
     # precision would not add to float32 logits).
     log_p = concrete_log_density(
-        ops.cast(z, ops.dtype(logits)), logits, temperature
+        ops.stop_gradient(ops.cast(log_z, ops.dtype(logits))),
+        logits,
+        temperature,
     )
     return ops.sum(log_p * ops.cast(cost, log_p.dtype))
 

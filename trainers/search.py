@@ -58,6 +58,7 @@ def build_supernet(config: Config, num_classes: int, steps_per_epoch: int):
             latency_target_ms=s.latency_target_ms,
             penalty_strength=s.resolved_penalty_strength,
             derivation_rule=s.resolved_derivation_rule,
+            drop_path_prob=s.resolved_drop_path_prob,
             seed=config.runtime.seed,
             recompute=m.recompute,
             fast_kernels=config.runtime.fast_kernels,

@@ -9,6 +9,7 @@ import keras
 from keras import ops
 
 from snas_tf import kernels
+from snas_tf.layers.drop_path import drop_path
 from snas_tf.layers.stochastic_mixed_edge import StochasticMixedEdge
 from snas_tf.ops import factorized_reduce, relu_conv_bn
 from snas_tf.search_space import PRIMITIVES, SearchSpace
@@ -43,6 +44,9 @@ class SearchCell(keras.layers.Layer):
         z: (num_edges, num_ops) op weights shared by all cells of this type.
         index: optional (num_edges,) int tensor: argmax mode, where each edge
             runs only its chosen op.
+        drop: optional (num_edges, batch) drop-path factors (0 or
+            1 / (1 - p)), each edge's output multiplied by its example's
+            factor, as the authors' search cell does in training.
 
     Example:
 
@@ -105,12 +109,14 @@ class SearchCell(keras.layers.Layer):
         # would trace the whole cell symbolically just to build it.
         self.built = True
 
-    def call(self, s0, s1, z, index=None):
+    def call(self, s0, s1, z, index=None, drop=None):
         states = [self._pre0(s0), self._pre1(s1)]
         edges = self.search_space.edges
         # One unstack (its gradient is one stack) instead of a strided
         # slice per edge, whose gradients are full-size tensors to sum.
         rows = ops.unstack(z, num=len(edges), axis=0)
+        if drop is not None:
+            drop = ops.unstack(drop, num=len(edges), axis=0)
         # With fast kernels, the ReLU and poolings of each node are
         # computed once for all the ops of all the edges leaving it (mixing
         # mode; argmax mode runs one op per edge), and so are the
@@ -126,6 +132,8 @@ class SearchCell(keras.layers.Layer):
                     if index is not None:
                         i, p = index[e.index], None
                     out = self.edges[e.index](x, rows[e.index], i, prefixes=p)
+                    if drop is not None:
+                        out = drop_path(out, drop[e.index])
                     total = out if total is None else total + out
                 states.append(total)
                 prefixes += self._prefixes([total])

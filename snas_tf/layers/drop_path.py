@@ -1,4 +1,5 @@
-"""Drop-path for the retrained child network, as in DARTS and SNAS.
+"""Drop-path, as in DARTS and SNAS: the retrained child's `DropPath`
+layer and the factors the search supernet applies to its edge outputs.
 
 DARTS's `drop_path(x, p)` (utils.py), applied by the retrained network
 after every edge op but the identity, zeroes the whole output of the op
@@ -21,6 +22,32 @@ from snas_tf.layers.replica_seed import replica_uniform
 # Keeps x / keep finite if the rate is ever assigned 1 (every mask is then
 # zero, so the output is zero).
 _MIN_KEEP = 1e-7
+
+
+def drop_path_scale(uniform, rate):
+    """Per-sample factors of drop-path from Uniform(0, 1) draws.
+
+    `floor(keep + U) / keep` with keep = 1 - `rate`: 0 with probability
+    `rate`, else `1 / keep` (exactly 1 at rate 0). Multiplying an output by
+    its sample's factor is DARTS's `x / keep * mask`.
+
+    Args:
+        uniform: Uniform(0, 1) draws, one per sample (any shape).
+        rate: drop probability in [0, 1), a float or scalar tensor of
+            `uniform`'s dtype.
+
+    Returns:
+        A tensor shaped like `uniform`.
+    """
+    keep = 1.0 - rate
+    return ops.floor(keep + uniform) / ops.maximum(keep, _MIN_KEEP)
+
+
+def drop_path(x, scale):
+    """`x` (batch, ...) times its per-sample `scale` ((batch,) or
+    broadcastable (batch, 1, ...))."""
+    shape = (-1,) + (1,) * (len(x.shape) - 1)
+    return x * ops.reshape(ops.cast(scale, x.dtype), shape)
 
 
 def _check_rate(rate):
@@ -77,14 +104,11 @@ class DropPath(keras.layers.Layer):
     def call(self, inputs, training=None):
         if not training:
             return inputs
-        keep = 1.0 - ops.cast(self.rate, inputs.dtype)
         # One draw per sample, broadcast over the other axes.
         shape = (ops.shape(inputs)[0],) + (1,) * (len(inputs.shape) - 1)
         uniform = replica_uniform(shape, self.seed_generator, inputs.dtype)
-        # floor(keep + U) is 1 with probability keep, else 0; exactly 1 at
-        # rate 0, so the output is then the input itself.
-        mask = ops.floor(keep + uniform)
-        return inputs * (mask / ops.maximum(keep, _MIN_KEEP))
+        rate = ops.cast(self.rate, inputs.dtype)
+        return drop_path(inputs, drop_path_scale(uniform, rate))
 
     def compute_output_shape(self, input_shape):
         return input_shape

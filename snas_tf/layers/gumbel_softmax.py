@@ -29,20 +29,25 @@ class ArchSample(NamedTuple):
         normal_index: (num_edges,) the op each edge runs in argmax mode
             (`num_ops`: the edge is dropped), else None.
         reduce_index: same for the reduction cells.
+        normal_log_z: log Z of the normal cells computed from the noise
+            that made Z (`relaxed_log_one_hot`): exact where Z rounds to
+            0; what the `policy_gradient` density reads. None in argmax
+            mode.
+        reduce_log_z: same for the reduction cells.
     """
 
     normal: object
     reduce: object
     normal_index: object = None
     reduce_index: object = None
+    normal_log_z: object = None
+    reduce_log_z: object = None
 
 
 # Keeps -log(-log U) finite: U is clipped to [_LOW, _HIGH]; 1 - 1e-7 is
 # still below 1.0 in float32 (1 - 1e-10 would round to 1.0).
 _LOW = 1e-10
 _HIGH = 1.0 - 1e-7
-# [C] clamps Z and the density's terms at 1e-4 (docs/method.md §4).
-DENSITY_CLAMP = 1e-4
 
 
 def gumbel_noise(uniform):
@@ -75,6 +80,15 @@ def relaxed_one_hot(logits, temperature, noise=None):
     return ops.softmax(logits / temperature, axis=-1)
 
 
+def relaxed_log_one_hot(logits, temperature, noise=None):
+    """log Z of `relaxed_one_hot(logits, temperature, noise)`, computed
+    as `log_softmax((logits + noise) / temperature)`: finite (and exact)
+    where Z itself rounds to 0 at a low temperature."""
+    if noise is not None:
+        logits = logits + noise
+    return ops.log_softmax(logits / temperature, axis=-1)
+
+
 def hard_one_hot(logits):
     """One-hot of argmax over the last axis (first index wins ties)."""
     return ops.one_hot(ops.argmax(logits, axis=-1), ops.shape(logits)[-1])
@@ -89,28 +103,30 @@ def entropy(logits):
     return -ops.sum(ops.exp(log_p) * log_p, axis=-1)
 
 
-def concrete_log_density(z, logits, temperature):
+def concrete_log_density(log_z, logits, temperature):
     """Log-density of a Concrete sample (Maddison et al. 2016, Eq. 11).
 
         log p(Z) = log((n-1)!) + (n-1) log λ + sum_k log α_k
                    - (λ+1) sum_k log Z_k - n log sum_k α_k Z_k^(-λ)
 
     with log α = `logits`. The last term is computed as a logsumexp, which
-    is the stable form of the same expression. Z is clamped at
-    `DENSITY_CLAMP` as in the reference code.
+    is the stable form of the same expression. The sample comes as log Z
+    (`relaxed_log_one_hot` of the noise that made Z): at low temperatures
+    components of Z round to 0 (or, clamped at 1e-4 as in the reference
+    code, bias the score; docs/decisions.md), while log Z stays exact.
 
     Args:
-        z: (..., n) Concrete sample (treat it as data: stop its gradient
-            before calling when a score-function gradient is wanted).
-        logits: (..., n) logits, broadcastable to `z`.
+        log_z: (..., n) log of a Concrete sample (treat it as data: stop
+            its gradient before calling when a score-function gradient is
+            wanted).
+        logits: (..., n) logits, broadcastable to `log_z`.
         temperature: positive scalar λ.
 
     Returns:
-        Tensor of shape `z.shape[:-1]`.
+        Tensor of shape `log_z.shape[:-1]`.
     """
-    n = ops.shape(z)[-1]
-    log_z = ops.log(ops.maximum(z, DENSITY_CLAMP))
-    log_lambda = ops.log(ops.convert_to_tensor(temperature, dtype=z.dtype))
+    n = ops.shape(log_z)[-1]
+    log_lambda = ops.log(ops.convert_to_tensor(temperature, dtype=log_z.dtype))
     const = math.lgamma(n) + (n - 1) * log_lambda
     return (
         const

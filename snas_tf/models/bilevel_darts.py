@@ -81,7 +81,12 @@ class BilevelDARTS:
         sw_train, sw_arch = sample_weight or (None, None)
         self._ensure_built(x_train)
         arch_loss, penalty, _, grads = self._gradient_fn(
-            x_arch, y_arch, sw_arch, None, "arch"
+            x_arch,
+            y_arch,
+            sw_arch,
+            None,
+            "arch",
+            self.draw_drop_path(ops.shape(x_arch)[0]),
         )
         training.apply_update(
             self.arch_optimizer,
@@ -91,7 +96,12 @@ class BilevelDARTS:
             self.arch_weight_decay,
         )
         loss, _, y_pred, grads = self._gradient_fn(
-            x_train, y_train, sw_train, None, "weights"
+            x_train,
+            y_train,
+            sw_train,
+            None,
+            "weights",
+            self.draw_drop_path(ops.shape(x_train)[0]),
         )
         training.apply_update(
             self.optimizer,

@@ -21,6 +21,7 @@ from snas_tf.kernels.tracing import (
 )
 from snas_tf.latency.penalty import latency_penalty, latency_resource
 from snas_tf.layers import gumbel_softmax
+from snas_tf.layers.drop_path import drop_path_scale
 from snas_tf.layers.gumbel_softmax import ArchSample
 from snas_tf.layers.replica_seed import replica_uniform
 from snas_tf.models.bilevel_darts import BilevelDARTS, top2_child
@@ -46,10 +47,11 @@ def _check_choice(name, value, choices):
 
 def _recomputed(cell):
     """`cell` in training mode under `tf.recompute_grad`: its op outputs
-    are not kept for the backward pass but computed again there."""
+    are not kept for the backward pass but computed again there (with the
+    same drop-path factors, drawn outside)."""
 
-    def run(s0, s1, z):
-        return cell(s0, s1, z, None, training=True)
+    def run(s0, s1, z, *drop):
+        return cell(s0, s1, z, None, *drop, training=True)
 
     return tf.recompute_grad(run)
 
@@ -101,7 +103,13 @@ class SNASSupernet(
         derivation_rule: the rule of the derived child that argmax mode
             (and so the child accuracy) evaluates, one of
             `snas_tf.genotype.RULES`; None: the mode's.
-        seed: seed of the Gumbel noise and the α initialisation.
+        drop_path_prob: p of the drop-path on every mixed-edge output in
+            training (each example's output zeroed with probability p,
+            the others scaled by 1 / (1 - p)), as the authors' code; 0
+            turns it off; None: the mode's,
+            `snas_tf.config.MODE_DEFAULTS`.
+        seed: seed of the Gumbel noise, the drop-path and the α
+            initialisation.
         recompute: in training, keep only each cell's inputs for the
             backward pass and compute its op outputs again there
             (`tf.recompute_grad` per cell, as the reference's gradient
@@ -118,7 +126,8 @@ class SNASSupernet(
 
     Call arguments:
         inputs: (batch, H, W, channels) images.
-        training: Keras training flag (BatchNorm batch statistics).
+        training: Keras training flag (BatchNorm batch statistics and
+            the edges' drop-path).
         arch_mode: one of `MODES` (the two darts modes mix with
             softmax(α)) or `"argmax"` (the derived child under
             `derivation_rule`: Z one-hot on each kept edge's op, zero on
@@ -151,6 +160,7 @@ class SNASSupernet(
         latency_target_ms=None,
         penalty_strength=None,
         derivation_rule=None,
+        drop_path_prob=None,
         seed=0,
         recompute=False,
         fast_kernels=True,
@@ -169,6 +179,12 @@ class SNASSupernet(
         if derivation_rule is None:
             derivation_rule = MODE_DEFAULTS[mode]["derivation_rule"]
         _check_choice("derivation_rule", derivation_rule, RULES)
+        if drop_path_prob is None:
+            drop_path_prob = MODE_DEFAULTS[mode]["drop_path_prob"]
+        if isinstance(drop_path_prob, bool) or not 0 <= drop_path_prob < 1:
+            raise ValueError(
+                f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}."
+            )
         if penalty_strength < 0:
             raise ValueError(
                 f"penalty_strength must be >= 0, got {penalty_strength!r}."
@@ -202,6 +218,7 @@ class SNASSupernet(
         self.latency_target_ms = latency_target_ms
         self.penalty_strength = float(penalty_strength)
         self.derivation_rule = derivation_rule
+        self.drop_path_prob = float(drop_path_prob)
         self.seed = int(seed)
         self.recompute = recompute
         self.fast_kernels = bool(fast_kernels)
@@ -223,6 +240,8 @@ class SNASSupernet(
             name="temperature",
         )
         self.noise_seed = keras.random.SeedGenerator(self.seed)
+        # A stream of its own (α's initialisers take seed and seed + 1).
+        self.drop_path_seed = keras.random.SeedGenerator(self.seed + 2)
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
         if mode == "darts":
             # The loss α descends, on the architecture batches.
@@ -322,6 +341,17 @@ class SNASSupernet(
         uniform = replica_uniform(shape, self.noise_seed)
         return gumbel_softmax.gumbel_noise(uniform)
 
+    def draw_drop_path(self, batch_size):
+        """(num_cells, num_edges, batch_size) drop-path factors, 0 or
+        1 / (1 - p), of every edge output of every example, as the
+        authors' search (SNAS-Series, model_search.py); None at p = 0.
+        Each replica draws its own, as `draw_noise`."""
+        if not self.drop_path_prob:
+            return None
+        shape = (self.num_cells, self.search_space.num_edges, batch_size)
+        uniform = replica_uniform(shape, self.drop_path_seed)
+        return drop_path_scale(uniform, self.drop_path_prob)
+
     def sample_architecture(self, arch_mode=None, noise=None) -> ArchSample:
         """Op weights Z for one forward pass.
 
@@ -347,18 +377,34 @@ class SNASSupernet(
             z = [gumbel_softmax.hard_one_hot(a) for a in logits]
             return ArchSample(z[0], z[1], index[0], index[1])
         if arch_mode in _SOFTMAX_MODES:
-            return ArchSample(*[ops.softmax(a, axis=-1) for a in logits])
+            z = [ops.softmax(a, axis=-1) for a in logits]
+            log_z = [ops.log_softmax(a, axis=-1) for a in logits]
+            return ArchSample(z[0], z[1], None, None, *log_z)
         if noise is None:
             noise = self.draw_noise()
-        return ArchSample(
-            *[
-                gumbel_softmax.relaxed_one_hot(a, self.temperature, noise[i])
-                for i, a in enumerate(logits)
-            ]
-        )
+        t, pairs = self.temperature, [(logits[i], noise[i]) for i in (0, 1)]
+        z = [gumbel_softmax.relaxed_one_hot(a, t, g) for a, g in pairs]
+        # log Z from the same noise, exact where Z rounds to 0: the sample
+        # of the policy_gradient density (docs/decisions.md).
+        log_z = [
+            gumbel_softmax.relaxed_log_one_hot(ops.stop_gradient(a), t, g)
+            for a, g in pairs
+        ]
+        return ArchSample(z[0], z[1], None, None, *log_z)
 
-    def forward(self, inputs, sample: ArchSample, training=None):
-        """Logits of the network for given op weights."""
+    def forward(
+        self, inputs, sample: ArchSample, training=None, drop_path=None
+    ):
+        """Logits of the network for given op weights.
+
+        In training every edge output is multiplied by its drop-path
+        factor: `drop_path` ((num_cells, num_edges, batch), from
+        `draw_drop_path`), drawn here when None.
+        """
+        if training and drop_path is None:
+            drop_path = self.draw_drop_path(ops.shape(inputs)[0])
+        if not training:
+            drop_path = None
         s0 = s1 = self.stem_bn(self.stem_conv(inputs), training=training)
         # How many leading cells run under tf.recompute_grad in training.
         recomputed = (
@@ -369,10 +415,11 @@ class SNASSupernet(
                 z, index = sample.reduce, sample.reduce_index
             else:
                 z, index = sample.normal, sample.normal_index
+            drop = () if drop_path is None else (drop_path[i],)
             if i < recomputed and training and index is None:
-                s0, s1 = s1, _recomputed(cell)(s0, s1, z)
+                s0, s1 = s1, _recomputed(cell)(s0, s1, z, *drop)
             else:
-                s0, s1 = s1, cell(s0, s1, z, index, training=training)
+                s0, s1 = s1, cell(s0, s1, z, index, *drop, training=training)
         return self.classifier(self.global_pool(s1))
 
     def call(self, inputs, training=None, arch_mode=None):
@@ -408,6 +455,7 @@ class SNASSupernet(
                 self.arch_logits(cell_type),
                 self.temperature,
                 tables,
+                log_z=getattr(sample, f"{cell_type}_log_z"),
             )
         return total
 
@@ -486,11 +534,14 @@ class SNASSupernet(
         if self.built:
             self._build_training_state()
 
-    def _loss_and_gradients(self, x, y, sample_weight, noise, part="both"):
+    def _loss_and_gradients(
+        self, x, y, sample_weight, noise, part="both", drop_path=None
+    ):
         """Forward pass, one loss, one backward pass (SNAS §3.1).
 
         `noise` is the Gumbel noise of snas mode (None in the softmax
-        modes); `part` picks the variables differentiated: `"both"` (θ
+        modes), `drop_path` the edges' drop-path factors (None: off);
+        `part` picks the variables differentiated: `"both"` (θ
         then α, SNAS's one pass), `"weights"` or `"arch"` (the two
         halves of a bi-level DARTS step).
 
@@ -504,7 +555,7 @@ class SNASSupernet(
         }[part]
         with tf.GradientTape() as tape:
             sample = self.sample_architecture(noise=noise)
-            y_pred = self.forward(x, sample, training=True)
+            y_pred = self.forward(x, sample, True, drop_path)
             loss = self.compute_loss(
                 x=x, y=y, y_pred=y_pred, sample_weight=sample_weight
             )
@@ -521,11 +572,12 @@ class SNASSupernet(
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         self._ensure_built(x)
         weights, arch = self.weight_variables, self.arch_variables
-        # The noise is drawn outside the (optionally XLA-compiled) pass:
-        # the seed generator's state update stays out of it.
+        # The noise and drop-path are drawn outside the (optionally
+        # XLA-compiled) pass: the seed generators' updates stay out of it.
         noise = self.draw_noise() if self.mode == "snas" else None
+        drop_path = self.draw_drop_path(ops.shape(x)[0])
         loss, penalty, y_pred, grads = self._gradient_fn(
-            x, y, sample_weight, noise
+            x, y, sample_weight, noise, "both", drop_path
         )
         training.apply_update(
             self.optimizer,
@@ -587,6 +639,7 @@ class SNASSupernet(
             latency_target_ms=self.latency_target_ms,
             penalty_strength=self.penalty_strength,
             derivation_rule=self.derivation_rule,
+            drop_path_prob=self.drop_path_prob,
             seed=self.seed,
             recompute=self.recompute,
             fast_kernels=self.fast_kernels,

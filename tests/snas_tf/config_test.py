@@ -75,29 +75,39 @@ def test_defaults_follow_the_paper():
 
 
 @pytest.mark.parametrize(
-    "overrides, eta, rule",
+    "overrides, eta, rule, drop",
     [
-        ([], 1.5e-3, "edge_all"),
-        (["search.mode=darts"], 0.0, "top2"),
-        (["search.mode=darts_single_level"], 1.5e-3, "edge_all"),
+        ([], 1.5e-3, "edge_all", 0.3),
+        (["search.mode=darts"], 0.0, "top2", 0.0),
+        (["search.mode=darts_single_level"], 1.5e-3, "edge_all", 0.3),
         (
             [
                 "search.mode=darts",
                 "search.penalty_strength=2e-3",
                 "search.derivation_rule=edge_all",
+                "search.drop_path_prob=0.2",
             ],
             2e-3,
             "edge_all",
+            0.2,
         ),
-        (["search.derivation_rule=top2"], 1.5e-3, "top2"),
+        (
+            ["search.derivation_rule=top2", "search.drop_path_prob=0"],
+            1.5e-3,
+            "top2",
+            0.0,
+        ),
     ],
 )
-def test_null_penalty_and_rule_are_the_modes(overrides, eta, rule):
+def test_null_penalty_rule_and_drop_path_are_the_modes(
+    overrides, eta, rule, drop
+):
     # Bi-level DARTS as its authors run it: no resource penalty, two
-    # edges per node; an explicit value wins in every mode.
+    # edges per node, no drop-path; an explicit value wins in every mode.
     s = load_config([], overrides).search
     assert s.resolved_penalty_strength == pytest.approx(eta)
     assert s.resolved_derivation_rule == rule
+    assert s.resolved_drop_path_prob == drop
     assert SearchConfig().arch_fraction == 0.5
 
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 from snas_tf.layers.gumbel_softmax import (
     concrete_log_density,
     gumbel_noise,
+    relaxed_log_one_hot,
     relaxed_one_hot,
 )
 from snas_tf.ops import build_op
@@ -192,8 +193,9 @@ def test_estimators_run_compiled_with_a_temperature_variable():
 
     def penalties():
         z = relaxed_one_hot(logits, temperature, noise)
+        log_z = relaxed_log_one_hot(logits, temperature, noise)
         return [
-            resource_penalty(e, z, logits, temperature, tables)
+            resource_penalty(e, z, logits, temperature, tables, log_z=log_z)
             for e in ESTIMATORS
         ]
 
@@ -209,6 +211,9 @@ def test_resource_penalty_rejects_bad_input():
         resource_penalty("discrete", z, z, 1.0, [])
     with pytest.raises(ValueError, match="does not match"):
         resource_penalty("discrete", z[:2], z[:2], 1.0, [table])
+    # log(z) would be -inf where z rounds to 0: the caller passes log Z.
+    with pytest.raises(ValueError, match="'policy_gradient' needs log_z"):
+        resource_penalty("policy_gradient", z, z, 1.0, [table])
 
 
 def _per_sample_gradients(logits, temperature, uniform, table):
@@ -225,7 +230,10 @@ def _per_sample_gradients(logits, temperature, uniform, table):
         z = relaxed_one_hot(tiled, temperature, noise)
         costs = edge_log_costs(z, table)  # (n, E)
         reparam = tf.reduce_sum(costs, axis=-1)
-        log_p = concrete_log_density(tf.stop_gradient(z), tiled, temperature)
+        log_z = relaxed_log_one_hot(tiled, temperature, noise)
+        log_p = concrete_log_density(
+            tf.stop_gradient(log_z), tiled, temperature
+        )
         surrogate = tf.reduce_sum(log_p * tf.stop_gradient(costs), axis=-1)
         # Summed inside the tape so the reductions are recorded.
         total_rep, total_pg = tf.reduce_sum(reparam), tf.reduce_sum(surrogate)
@@ -243,16 +251,11 @@ def _mean_and_se(x):
     [
         1.0,
         0.7,
-        # At low λ many Z_k fall below DENSITY_CLAMP = 1e-4 (12% at λ = 0.3)
-        # and the clamped density's score is biased (~20 SE here); with the
-        # clamp at 1e-300 in float64 the estimators agree down to λ = 0.1.
-        # Strict: when the density stops being biased, drop this marker.
-        pytest.param(
-            0.3,
-            marks=pytest.mark.xfail(
-                strict=True, reason="1e-4 clamp biases the Concrete score"
-            ),
-        ),
+        # At low λ many Z_k fall below the reference's 1e-4 clamp (12% at
+        # λ = 0.3), whose density gave a biased score (~20 SE here); the
+        # density of log Z computed from the noise is exact.
+        0.3,
+        0.1,
     ],
 )
 def test_reparametrization_and_policy_gradient_agree(temperature):
@@ -279,8 +282,12 @@ def test_reparametrization_and_policy_gradient_agree(temperature):
         ("policy_gradient", surrogate, g_pg),
     ):
         with tf.GradientTape() as tape:
-            z0 = relaxed_one_hot(var, temperature, gumbel_noise(uniform[0]))
-            got = resource_penalty(estimator, z0, var, temperature, [table])
+            noise = gumbel_noise(uniform[0])
+            z0 = relaxed_one_hot(var, temperature, noise)
+            log_z0 = relaxed_log_one_hot(var, temperature, noise)
+            got = resource_penalty(
+                estimator, z0, var, temperature, [table], log_z=log_z0
+            )
         np.testing.assert_allclose(got.numpy(), value[0], rtol=1e-6)
         np.testing.assert_allclose(
             tape.gradient(got, var).numpy(), grad[0], rtol=1e-6, atol=1e-9
@@ -294,7 +301,8 @@ def test_concrete_score_has_zero_mean():
     tiled = tf.tile(tf.constant(logits)[None], [40_000, 1, 1])
     with tf.GradientTape() as tape:
         tape.watch(tiled)
-        z = relaxed_one_hot(tiled, 1.0, gumbel_noise(tf.constant(uniform)))
-        log_p = concrete_log_density(tf.stop_gradient(z), tiled, 1.0)
+        noise = gumbel_noise(tf.constant(uniform))
+        log_z = relaxed_log_one_hot(tiled, 1.0, noise)
+        log_p = concrete_log_density(tf.stop_gradient(log_z), tiled, 1.0)
     score_mean, score_se = _mean_and_se(tape.gradient(log_p, tiled).numpy())
     assert np.all(np.abs(score_mean) < 4 * score_se + 1e-3)

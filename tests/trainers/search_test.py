@@ -117,3 +117,19 @@ def test_mixed_precision_search_computes_in_bfloat16_and_restores_policy():
     logs = model.fit(x, y, batch_size=4, epochs=1, verbose=0).history
     assert np.isfinite(logs["loss"]).all()
     assert not np.array_equal(model.arch_logits_normal.numpy(), before)
+
+
+@pytest.mark.parametrize(
+    "overrides, rate",
+    [
+        ([], 0.3),
+        (["search.drop_path_prob=0.1"], 0.1),
+        (["search.mode=darts"], 0),
+    ],
+)
+def test_build_supernet_passes_the_drop_path_rate(overrides, rate):
+    from snas_tf.trainers.search import build_supernet
+
+    config = load_config([], TINY + overrides)
+    model = build_supernet(config, num_classes=10, steps_per_epoch=2)
+    assert model.drop_path_prob == rate

@@ -27,10 +27,11 @@ KERNEL_CLASSES = (
 )
 
 
-def _pair():
+def _pair(drop_path_prob=None):
     """A fast and a plain supernet with the same weights: all 8 ops, a
     normal cell and two reduction cells (the second preprocesses with a
-    FactorizedReduce), 8x8 inputs."""
+    FactorizedReduce), 8x8 inputs; drop-path the search's default, the
+    same factors in both (same seed)."""
     x, y = tiny_data(n=2, size=8, classes=3)
     models = []
     for fast in (True, False):
@@ -43,6 +44,7 @@ def _pair():
             penalty_strength=ETA,
             seed=1,
             fast_kernels=fast,
+            drop_path_prob=drop_path_prob,
             name="supernet",
         )
         model.build(x.shape)
@@ -99,7 +101,11 @@ def _all(model):
 
 
 def test_fast_and_plain_give_the_same_outputs_and_gradients():
-    fast, plain, x, y = _pair()
+    # Drop-path off: an edge that drops one of the two examples leaves
+    # BatchNorm gradients over 4 values (2x2 maps), where float rounding
+    # alone moved a kernel's gradient by 2.5e-4 relative; the fit step
+    # below compares the paths with drop-path on.
+    fast, plain, x, y = _pair(drop_path_prob=0.0)
     # Evaluation first: a training pass updates the moving variances,
     # which differ by design (below).
     for mode in ("darts", "argmax"):

@@ -16,11 +16,11 @@ import tensorflow as tf
 from keras import ops
 
 from snas_tf.layers.gumbel_softmax import (
-    DENSITY_CLAMP,
     concrete_log_density,
     entropy,
     gumbel_noise,
     hard_one_hot,
+    relaxed_log_one_hot,
     relaxed_one_hot,
 )
 
@@ -168,10 +168,12 @@ def test_gumbel_noise_is_finite_at_the_ends_of_the_interval():
     assert g[3] == pytest.approx(-math.log(-math.log(0.5)), rel=1e-6)
 
 
-def _log_density(z, logits, temperature):
-    z = tf.constant(z, "float32")
+def _log_density(log_z, logits, temperature):
+    log_z = tf.constant(log_z, "float32")
     logits = tf.constant(logits, "float32")
-    return ops.convert_to_numpy(concrete_log_density(z, logits, temperature))
+    return ops.convert_to_numpy(
+        concrete_log_density(log_z, logits, temperature)
+    )
 
 
 @pytest.mark.parametrize("logits", [(0.0, 0.0), (0.7, -0.4)])
@@ -181,18 +183,18 @@ def test_binary_concrete_density_integrates_to_its_cdf(logits, temperature):
     # n - 1 coordinates: for n = 2, ∫ p([t, 1-t]) dt over (0, 1) is 1. The
     # binary Concrete has the closed-form CDF
     # F(t) = σ(λ logit(t) - (l1 - l2)), as Z1 = σ((l1 - l2 + L) / λ) with
-    # L ~ Logistic. Integrate over [δ, 1 - δ], clear of the 1e-4 clamp, and
-    # compare with F(1 - δ) - F(δ): with the tails' analytic mass this is
-    # "integrates to 1". At λ = 0.5 the density behaves like t^(λ-1) at the
-    # ends and the tails hold about 9% of the mass, so the bounds matter.
+    # L ~ Logistic. Integrate over [δ, 1 - δ] and compare with
+    # F(1 - δ) - F(δ): with the tails' analytic mass this is "integrates to
+    # 1". At λ = 0.5 the density behaves like t^(λ-1) at the ends and the
+    # tails hold about 9% of the mass, so the bounds matter.
     delta = 2e-3
-    assert delta > 10 * DENSITY_CLAMP
     # Substitute t = σ(u), dt = t(1-t) du: smooth integrand, fine grid.
     end = math.log((1 - delta) / delta)
     u = np.linspace(-end, end, 20001)
     t = _sigmoid(u)
-    z = np.stack([t, 1 - t], axis=-1)
-    p = np.exp(_log_density(z, np.array(logits)[None], temperature))
+    # log σ(u) and log(1 - σ(u)).
+    log_z = np.stack([-np.logaddexp(0, -u), -np.logaddexp(0, u)], axis=-1)
+    p = np.exp(_log_density(log_z, np.array(logits)[None], temperature))
     integral = np.trapezoid(p * t * (1 - t), u)
 
     def cdf(x):
@@ -222,11 +224,82 @@ def test_three_way_concrete_density_integrates_to_one(temperature):
     grid = np.linspace(-25.0, 25.0, 501)
     u1, u2 = np.meshgrid(grid, grid, indexing="ij")
     u = np.stack([u1, u2, np.zeros_like(u1)], axis=-1).reshape(-1, 3)
-    z = np.exp(u - u.max(-1, keepdims=True))
-    z /= z.sum(-1, keepdims=True)
-    p = np.exp(_log_density(z, logits, temperature)) * z.prod(-1)
+    log_z = u - np.logaddexp.reduce(u, axis=-1, keepdims=True)
+    z = np.exp(log_z)
+    p = np.exp(_log_density(log_z, logits, temperature)) * z.prod(-1)
     step = grid[1] - grid[0]
     integral = np.trapezoid(
         np.trapezoid(p.reshape(u1.shape), dx=step, axis=1), dx=step
     )
     assert integral == pytest.approx(1.0, abs=1e-2)
+
+
+def _clamped_log_density(z, logits, temperature):
+    """The reference code's density: Maddison et al.'s Eq. 11 with Z
+    clamped at 1e-4, in float64 (what snas-tf computed before log Z)."""
+    n = z.shape[-1]
+    log_z = np.log(np.maximum(z, 1e-4))
+    return (
+        math.lgamma(n)
+        + (n - 1) * math.log(temperature)
+        + logits.sum(-1)
+        - (temperature + 1) * log_z.sum(-1)
+        - n * np.logaddexp.reduce(logits - temperature * log_z, axis=-1)
+    )
+
+
+def test_density_equals_the_clamped_one_where_no_z_is_below_the_clamp():
+    # The supernet's parity with the authors' code holds at temperatures
+    # where every Z stays above their 1e-4 clamp: there the density of the
+    # exact log Z must be the clamped density's value.
+    logits = np.array([[0.5, -0.3, 0.2, 0.0], [1.0, 1.1, 0.9, 1.0]])
+    noise = ops.convert_to_numpy(gumbel_noise(_uniform(2, 4, seed=(5, 6))))
+    for temperature in (1.0, 0.7):
+        log_z = ops.convert_to_numpy(
+            relaxed_log_one_hot(
+                tf.constant(logits, "float32"), temperature, noise
+            )
+        )
+        z = np.exp(log_z.astype("float64"))
+        assert z.min() > 1e-4
+        np.testing.assert_allclose(
+            _log_density(log_z, logits, temperature),
+            _clamped_log_density(z, logits, temperature),
+            rtol=1e-5,
+        )
+
+
+def test_density_stays_finite_and_exact_where_z_underflows():
+    # At λ = 0.03 logits a few apart put Z_k far below float32's smallest
+    # number: Z rounds to 0 (log Z = -inf, the density NaN) and the 1e-4
+    # clamp moves the density by hundreds of nats; log Z from the noise
+    # keeps it exact (float64 reference from the same noise).
+    temperature = 0.03
+    logits = np.array([[2.0, -1.0, 0.0], [0.3, -4.0, 1.0]])
+    noise = np.array([[0.4, -0.5, 0.1], [0.2, 0.3, -0.6]])
+    log_z = relaxed_log_one_hot(
+        tf.constant(logits, "float32"),
+        temperature,
+        tf.constant(noise, "float32"),
+    )
+    z = relaxed_one_hot(
+        tf.constant(logits, "float32"),
+        temperature,
+        tf.constant(noise, "float32"),
+    )
+    assert np.any(ops.convert_to_numpy(z) == 0.0)
+    got = _log_density(ops.convert_to_numpy(log_z), logits, temperature)
+    assert np.all(np.isfinite(got))
+    scaled = (logits + noise) / temperature
+    exact_log_z = scaled - np.logaddexp.reduce(scaled, axis=-1, keepdims=True)
+    n = logits.shape[-1]
+    expected = (
+        math.lgamma(n)
+        + (n - 1) * math.log(temperature)
+        + logits.sum(-1)
+        - (temperature + 1) * exact_log_z.sum(-1)
+        - n * np.logaddexp.reduce(logits - temperature * exact_log_z, axis=-1)
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5)
+    clamped = _clamped_log_density(np.exp(exact_log_z), logits, temperature)
+    assert np.max(np.abs(clamped - expected)) > 100

@@ -28,15 +28,19 @@ def test_fit_step_applies_the_gradient_of_one_combined_loss():
     model.build(x.shape)
     variables = model.weight_variables + model.arch_variables
     before = values(variables)
-    seed_state = np.array(model.noise_seed.state.numpy())
+    # The default search drops edge outputs (drop_path_prob 0.3).
+    assert model.drop_path_prob > 0
+    seeds = (model.noise_seed, model.drop_path_seed)
+    seed_states = [np.array(s.state.numpy()) for s in seeds]
 
     model.fit(x, y, batch_size=2, epochs=1, shuffle=False, verbose=0)
     after = values(variables)
 
-    # Replay the step by hand from the same state and the same noise.
+    # Replay the step by hand from the same state, noise and drop-path.
     for v, b in zip(variables, before, strict=True):
         v.assign(b)
-    model.noise_seed.state.assign(seed_state)
+    for seed, state in zip(seeds, seed_states, strict=True):
+        seed.state.assign(state)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     with tf.GradientTape() as tape:
         sample = model.sample_architecture()
@@ -119,6 +123,29 @@ def test_noise_is_reproducible_from_the_seed_and_fresh_each_draw():
     np.testing.assert_array_equal(b.draw_noise(), first)
     assert not np.allclose(c.draw_noise(), first)
     assert first.shape == (2,) + tuple(a.arch_logits_normal.shape)
+
+
+def test_policy_gradient_score_stays_finite_at_the_final_temperature():
+    # At λ = 0.03 components of Z round to 0 in float32; the sample
+    # carries log Z from its noise, so the density and its gradient stay
+    # finite (log Z itself would be -inf).
+    model = tiny_supernet(num_cells=3, resource_estimator="policy_gradient")
+    model.build((2, 8, 8, 3))
+    model.temperature.assign(0.03)
+    noise = model.draw_noise() * 20.0  # spread: some Z underflow
+    with tf.GradientTape() as tape:
+        sample = model.sample_architecture(noise=noise)
+        penalty = model.resource_penalty(sample)
+    grads = tape.gradient(penalty, model.arch_variables)
+    for z, log_z in (
+        (sample.normal, sample.normal_log_z),
+        (sample.reduce, sample.reduce_log_z),
+    ):
+        np.testing.assert_allclose(np.exp(log_z), z, rtol=1e-5, atol=1e-30)
+    assert np.any(np.asarray(sample.normal) == 0)
+    assert np.isfinite(float(penalty))
+    assert all(np.all(np.isfinite(g)) for g in grads)
+    assert max(float(np.abs(g).max()) for g in grads) > 0
 
 
 def test_arch_logits_init_and_variable_split():
@@ -213,6 +240,7 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
     # each replica's BatchNorm statistics equal the global ones: two
     # replicas must then reproduce one device exactly,
     # with the penalty counted once and weight decay and momentum on.
+    # Drop-path off: each replica would drop other examples.
     x, y = tiny_data(n=2)
     x, y = np.concatenate([x, x]), np.concatenate([y, y])
     initial = None
@@ -223,6 +251,7 @@ def test_mirrored_equals_one_device_on_the_same_global_batch(mirrored):
                 mode="darts_single_level",
                 penalty_strength=0.5,
                 resource_estimator="discrete",
+                drop_path_prob=0.0,
             )
             # SGD for α too: Adam's first steps are nearly sign(g), which
             # turns float noise on tiny gradients into ±lr differences.
