@@ -1,6 +1,10 @@
 """The SNAS search supernet with a one-loss, one-backward-pass train step,
 and the first-order bi-level DARTS step it is compared with.
 
+The network and its steps are here; the sampling of Z and drop-path
+(`arch_sampling.py`), the resource penalty (`resource_penalty.py`) and
+the bi-level step (`bilevel_darts.py`) are mixins beside it.
+
 Reference:
     Xie et al., "SNAS: Stochastic Neural Architecture Search", ICLR 2019,
     §2-3; the authors' code (model_search.py, train_search.py).
@@ -10,7 +14,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from snas_tf import kernels, resource_cost, training
+from snas_tf import kernels, training
 from snas_tf.cells.search_cell import SearchCell
 from snas_tf.config import MODE_DEFAULTS, ModelConfig, SearchConfig
 from snas_tf.genotype import RULES
@@ -19,23 +23,23 @@ from snas_tf.kernels.tracing import (
     recomputing,
     short_variable_names,
 )
-from snas_tf.latency.penalty import latency_penalty, latency_resource
-from snas_tf.layers import gumbel_softmax
-from snas_tf.layers.drop_path import drop_path_scale
 from snas_tf.layers.gumbel_softmax import ArchSample
-from snas_tf.layers.replica_seed import replica_uniform
-from snas_tf.models.bilevel_darts import BilevelDARTS, top2_child
+from snas_tf.models.arch_sampling import (
+    ARCH_MODES,
+    CELL_TYPES,
+    MODES,
+    SamplesArchitecture,
+)
+from snas_tf.models.bilevel_darts import BilevelDARTS
 from snas_tf.models.eager_build import BuildsBeforeFit
 from snas_tf.models.noise_injection import InjectsNoise
+from snas_tf.models.resource_penalty import PenalizesResources
 from snas_tf.ops import batch_norm
 from snas_tf.optimizers import FusedSGD
 from snas_tf.search_space import PRIMITIVES, SearchSpace, reduction_cells
 
-MODES = ("snas", "darts", "darts_single_level")
-ARCH_MODES = MODES + ("argmax",)
-# Arch modes that mix with the deterministic softmax(α).
-_SOFTMAX_MODES = ("darts", "darts_single_level")
-CELL_TYPES = ("normal", "reduce")
+# Defined in arch_sampling; importable from here as before the split.
+__all__ = ["ARCH_MODES", "CELL_TYPES", "MODES", "ArchSample", "SNASSupernet"]
 
 
 def _check_choice(name, value, choices):
@@ -61,6 +65,8 @@ class SNASSupernet(
     BilevelDARTS,
     BuildsBeforeFit,
     InjectsNoise,
+    SamplesArchitecture,
+    PenalizesResources,
     training.SingleFunctionTrainStep,
     keras.Model,
 ):
@@ -168,14 +174,14 @@ class SNASSupernet(
     ):
         super().__init__(**kwargs)
         _check_choice("mode", mode, MODES)
-        _check_choice(
-            "resource_estimator", resource_estimator, resource_cost.ESTIMATORS
+        self._init_resource_penalty(
+            mode,
+            resource_estimator,
+            resource,
+            latency_costs,
+            latency_target_ms,
+            penalty_strength,
         )
-        latency_costs = latency_resource(
-            resource, latency_costs, latency_target_ms
-        )
-        if penalty_strength is None:
-            penalty_strength = MODE_DEFAULTS[mode]["penalty_strength"]
         if derivation_rule is None:
             derivation_rule = MODE_DEFAULTS[mode]["derivation_rule"]
         _check_choice("derivation_rule", derivation_rule, RULES)
@@ -184,10 +190,6 @@ class SNASSupernet(
         if isinstance(drop_path_prob, bool) or not 0 <= drop_path_prob < 1:
             raise ValueError(
                 f"drop_path_prob must be in [0, 1), got {drop_path_prob!r}."
-            )
-        if penalty_strength < 0:
-            raise ValueError(
-                f"penalty_strength must be >= 0, got {penalty_strength!r}."
             )
         if num_cells < 1:
             raise ValueError(f"num_cells must be >= 1, got {num_cells!r}.")
@@ -212,36 +214,13 @@ class SNASSupernet(
         self.search_space = SearchSpace(tuple(primitives), int(num_nodes))
         self.stem_multiplier = int(stem_multiplier)
         self.mode = mode
-        self.resource_estimator = resource_estimator
-        self.resource = resource
-        self.latency_costs = latency_costs
-        self.latency_target_ms = latency_target_ms
-        self.penalty_strength = float(penalty_strength)
         self.derivation_rule = derivation_rule
         self.drop_path_prob = float(drop_path_prob)
         self.seed = int(seed)
         self.recompute = recompute
         self.fast_kernels = bool(fast_kernels)
         self._build_network()
-        shape = (self.search_space.num_edges, self.search_space.num_ops)
-        init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed)
-        self.arch_logits_normal = self.add_weight(
-            shape=shape, initializer=init, name="arch_logits_normal"
-        )
-        init = keras.initializers.RandomNormal(1.0, 0.01, seed=self.seed + 1)
-        self.arch_logits_reduce = self.add_weight(
-            shape=shape, initializer=init, name="arch_logits_reduce"
-        )
-        # Read by the compiled step, assigned by TemperatureScheduler.
-        self.temperature = self.add_weight(
-            shape=(),
-            initializer=keras.initializers.Constant(1.0),
-            trainable=False,
-            name="temperature",
-        )
-        self.noise_seed = keras.random.SeedGenerator(self.seed)
-        # A stream of its own (α's initialisers take seed and seed + 1).
-        self.drop_path_seed = keras.random.SeedGenerator(self.seed + 2)
+        self._init_arch_state()
         self.penalty_tracker = keras.metrics.Mean(name="penalty")
         if mode == "darts":
             # The loss α descends, on the architecture batches.
@@ -249,7 +228,6 @@ class SNASSupernet(
         self.child_accuracy = keras.metrics.SparseCategoricalAccuracy(
             name="child_accuracy"
         )
-        self.cost_tables = None
 
     def _build_network(self):
         c = self.channels
@@ -287,11 +265,7 @@ class SNASSupernet(
             raise ValueError(
                 f"Expected images of shape (batch, H, W, C), got {input_shape}."
             )
-        self.cost_tables = resource_cost.network_cost_tables(
-            [(c.channels, c.reduction) for c in self.cells],
-            input_shape[1],
-            self.search_space,
-        )
+        self._build_cost_tables(input_shape)
         # Build every op of every edge with one eager pass in mixing mode on
         # a one-image batch: outside the conditionals of argmax mode, and
         # far faster than tracing the network symbolically (the supernet
@@ -317,80 +291,6 @@ class SNASSupernet(
         """Trainable network weights θ: every trainable variable but α."""
         arch = {id(v) for v in self.arch_variables}
         return [v for v in self.trainable_variables if id(v) not in arch]
-
-    def arch_logits(self, cell_type):
-        if cell_type not in CELL_TYPES:
-            raise ValueError(
-                f"Unknown cell type {cell_type!r}. Expected one of "
-                f"{CELL_TYPES}."
-            )
-        return getattr(self, f"arch_logits_{cell_type}")
-
-    def draw_noise(self):
-        """Gumbel noise for both cell types, (2, num_edges, num_ops).
-
-        The seed generator's state is a mirrored variable, so every replica
-        would read the same seed; `replica_uniform` folds in the replica id,
-        giving each replica its own noise (docs/method.md §2 decision).
-        Inside `injected_noise(noise)` it returns that noise instead.
-        """
-        injected = self._injected_noise_value()
-        if injected is not None:
-            return injected
-        shape = (2,) + tuple(self.arch_logits_normal.shape)
-        uniform = replica_uniform(shape, self.noise_seed)
-        return gumbel_softmax.gumbel_noise(uniform)
-
-    def draw_drop_path(self, batch_size):
-        """(num_cells, num_edges, batch_size) drop-path factors, 0 or
-        1 / (1 - p), of every edge output of every example, as the
-        authors' search (SNAS-Series, model_search.py); None at p = 0.
-        Each replica draws its own, as `draw_noise`."""
-        if not self.drop_path_prob:
-            return None
-        shape = (self.num_cells, self.search_space.num_edges, batch_size)
-        uniform = replica_uniform(shape, self.drop_path_seed)
-        return drop_path_scale(uniform, self.drop_path_prob)
-
-    def sample_architecture(self, arch_mode=None, noise=None) -> ArchSample:
-        """Op weights Z for one forward pass.
-
-        Args:
-            arch_mode: one of `ARCH_MODES`; defaults to `self.mode`.
-            noise: optional (2, num_edges, num_ops) Gumbel noise for snas
-                mode; drawn with `draw_noise()` when None.
-        """
-        arch_mode = arch_mode or self.mode
-        if arch_mode not in ARCH_MODES:
-            raise ValueError(
-                f"Unknown arch_mode {arch_mode!r}. Expected one of "
-                f"{ARCH_MODES}."
-            )
-        logits = [self.arch_logits_normal, self.arch_logits_reduce]
-        if arch_mode == "argmax" and self.derivation_rule == "top2":
-            (zn, index_n), (zr, index_r) = map(
-                lambda a: top2_child(a, self.search_space), logits
-            )
-            return ArchSample(zn, zr, index_n, index_r)
-        if arch_mode == "argmax":
-            index = [ops.argmax(a, axis=-1) for a in logits]
-            z = [gumbel_softmax.hard_one_hot(a) for a in logits]
-            return ArchSample(z[0], z[1], index[0], index[1])
-        if arch_mode in _SOFTMAX_MODES:
-            z = [ops.softmax(a, axis=-1) for a in logits]
-            log_z = [ops.log_softmax(a, axis=-1) for a in logits]
-            return ArchSample(z[0], z[1], None, None, *log_z)
-        if noise is None:
-            noise = self.draw_noise()
-        t, pairs = self.temperature, [(logits[i], noise[i]) for i in (0, 1)]
-        z = [gumbel_softmax.relaxed_one_hot(a, t, g) for a, g in pairs]
-        # log Z from the same noise, exact where Z rounds to 0: the sample
-        # of the policy_gradient density (docs/decisions.md).
-        log_z = [
-            gumbel_softmax.relaxed_log_one_hot(ops.stop_gradient(a), t, g)
-            for a, g in pairs
-        ]
-        return ArchSample(z[0], z[1], None, None, *log_z)
 
     def forward(
         self, inputs, sample: ArchSample, training=None, drop_path=None
@@ -426,38 +326,6 @@ class SNASSupernet(
         return self.forward(
             inputs, self.sample_architecture(arch_mode), training
         )
-
-    def resource_penalty(self, sample: ArchSample):
-        """Resource penalty (before η): of both cell types, each averaged
-        over its actual number of cells (SNAS §2.4), or the latency
-        penalty of the target network (`snas_tf.latency.penalty`)."""
-        if self.resource == "latency":
-            target = self.latency_target_ms
-            return latency_penalty(
-                self.resource_estimator,
-                {t: getattr(sample, t) for t in CELL_TYPES},
-                {t: self.arch_logits(t) for t in CELL_TYPES},
-                self.temperature,
-                self.latency_costs.tables,
-                self.latency_costs.constant_us,
-                None if target is None else 1e3 * target,
-            )
-        if self.cost_tables is None:
-            raise ValueError(
-                "The resource penalty needs a static image size; build the "
-                "model with known H and W."
-            )
-        total = 0.0
-        for cell_type, tables in self.cost_tables.items():
-            total += resource_cost.resource_penalty(
-                self.resource_estimator,
-                getattr(sample, cell_type),
-                self.arch_logits(cell_type),
-                self.temperature,
-                tables,
-                log_z=getattr(sample, f"{cell_type}_log_z"),
-            )
-        return total
 
     def compile(
         self,
