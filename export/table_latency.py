@@ -3,7 +3,8 @@
 `snas export --latency-table` checks the table against the exported
 network before any conversion (`check_latency_table`), then times the
 TFLite file of the table's format as the table was timed (LiteRT via
-`export.op_latency.time_op_model`: same threads, runs and warm-ups) and
+`export.op_latency.time_op_model`: same threads, runs, warm-ups and
+clock) and
 puts it next to the table's prediction (`snas_tf.latency.cost`) in the
 report (`table_latency`, `latency_table_md`).
 """
@@ -11,6 +12,7 @@ report (`table_latency`, `latency_table_md`).
 from snas_tf.export.op_latency import time_op_model
 from snas_tf.latency.calibration import table_target_for_model
 from snas_tf.latency.cost import predict_latency
+from snas_tf.latency.table import table_clock
 
 
 def check_latency_table(table, source, formats):
@@ -48,6 +50,8 @@ def table_latency(table, target, genotype, artifacts) -> dict:
         "threads": runtime.get("threads"),
         "runs": runtime.get("runs"),
         "warmup": runtime.get("warmup"),
+        "clock": table_clock(runtime),
+        "scale": table.scale,
         "source": runtime.get("source"),
         "predicted_ms": predicted,
         "measured_ms": None,
@@ -58,7 +62,11 @@ def table_latency(table, target, genotype, artifacts) -> dict:
         path = next(a.path for a in artifacts if a.name == name)
         measured = (
             time_op_model(
-                path, runtime["threads"], runtime["runs"], runtime["warmup"]
+                path,
+                runtime["threads"],
+                runtime["runs"],
+                runtime["warmup"],
+                clock=table_clock(runtime),
             )
             / 1e3
         )
@@ -77,8 +85,10 @@ def latency_table_md(t) -> str:
     )
     return (
         f"- latency table `{t['path']}`: predicted {t['predicted_ms']:.2f} "
-        f"ms, {where}; LiteRT, {t['format']}, {t['threads']} thread(s), "
-        f"median of {t['runs']} after {t['warmup']} warm-ups"
+        f"ms (calibration scale {t['scale']:.3f}), {where}; LiteRT, "
+        f"{t['format']}, {t['threads']} thread(s), "
+        f"median of {t['runs']} after {t['warmup']} warm-ups, "
+        f"{t['clock']} clock"
     )
 
 

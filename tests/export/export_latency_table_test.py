@@ -57,6 +57,7 @@ def test_the_report_holds_the_prediction_and_the_measurement(
     want = predict_latency(table, target, "SNAS_moderate")["total_us"] / 1e3
     assert got["predicted_ms"] == pytest.approx(want)
     assert (got["format"], got["threads"], got["runs"]) == ("fp32", 1, 2)
+    assert (got["clock"], got["scale"]) == ("wall", 1.0)
     on_disk = json.loads((out / "report.json").read_text())
     assert on_disk["latency_table"] == got
     md = (out / "report.md").read_text()
@@ -115,3 +116,13 @@ def test_cli_bad_latency_table_exits_2_with_one_line(
     assert code == 2 and len(err.splitlines()) == 1, err
     assert named in err
     assert not out.exists()
+
+
+def test_the_clock_is_checked_before_any_timing(tmp_path):
+    from snas_tf.export.op_latency import time_op_model
+
+    missing = tmp_path / "none.tflite"  # never opened: refused before
+    with pytest.raises(ValueError, match="Unknown clock 'gpu'"):
+        time_op_model(missing, clock="gpu")
+    with pytest.raises(ValueError, match="needs 1 thread, got 2"):
+        time_op_model(missing, threads=2, clock="cpu")
