@@ -10,8 +10,8 @@ seeded, so a resumed run samples the same ones), and for each:
   `--config`, no auxiliary head), converts it to TFLite in the table's
   format (`export.tflite.convert_tflite`; int8 calibrated on random
   N(0, 1) images) and times it twice with LiteRT as the table was timed
-  (`export.op_latency.time_op_model`: the table's threads, runs and
-  warm-ups, each time in a fresh interpreter). The two medians'
+  (`export.op_latency.time_op_model`: the table's threads, runs,
+  warm-ups and clock, each time in a fresh interpreter). The two medians'
   disagreement is the machine's noise floor; the measurement is the lower
   of the two (other jobs on the machine only ever add time);
 - counts its multiply-adds (`snas_tf.models.multiply_adds`).
@@ -26,7 +26,10 @@ Each genotype's result goes to the state file (`<out>.state.json`,
 written atomically) as soon as it is measured; a run started again with
 the same arguments resumes there. The result is one JSON file (`--out`)
 and a Markdown table (`--md`), both written atomically, with the load
-average before and after (the machine may be shared).
+average before and after (the machine may be shared). `--write-calibrated`
+also writes each table with the scale fitted on all its genotypes as its
+`calibration` (`snas_tf.latency.table`), which every later prediction
+from that table applies.
 
 Usage:
     python benchmarks/latency_model.py --table mobile_fp32.json
@@ -75,6 +78,12 @@ def parse_args(argv=None):
     p.add_argument("--out", default="latency_model.json")
     p.add_argument("--md", default=None, help="default: --out with .md")
     p.add_argument("--quick", action="store_true")
+    p.add_argument(
+        "--write-calibrated",
+        action="store_true",
+        help="also write each table with the scale fitted on all genotypes "
+        "as its calibration, to <out without .json>.<format>-table.json",
+    )
     args = p.parse_args(argv)
     args.config = args.config or [str(REPO / "configs/imagenet_mobile.yaml")]
     for key, value in QUICK.items():
@@ -129,7 +138,10 @@ def _tables(args):
         target = target_from_retrain_config(
             config, table.target["primitives"], table.target["num_nodes"]
         )
-        tables[fmt] = (check_table(table, target, "--config"), target)
+        # Predictions from the raw timings: a calibration fitted before is
+        # what this run measures afresh.
+        check_table(table, target, "--config")
+        tables[fmt] = (table.uncalibrated(), target)
     return config, tables
 
 
@@ -170,13 +182,18 @@ def _measure(genotype, config, num_classes, tables, runs, warmup):
     from snas_tf.export.op_latency import time_op_model
     from snas_tf.export.tflite import convert_tflite
     from snas_tf.latency.cost import predict_latency
+    from snas_tf.latency.table import table_clock
     from snas_tf.models import build_child_network, multiply_adds
 
     keras.utils.set_random_seed(0)
     model = build_child_network(
         genotype, auxiliary=False, **config.child_kwargs(num_classes)
     )
-    row = {"genotype": genotype.to_string(), "madds": multiply_adds(model)}
+    row = {
+        "genotype": genotype.to_string(),
+        "madds": multiply_adds(model),
+        "load_1min": round(os.getloadavg()[0], 2),
+    }
     side = config.data.image_size
     images = np.random.default_rng(0).normal(
         size=(CALIBRATION_IMAGES, side, side, 3)
@@ -191,7 +208,11 @@ def _measure(genotype, config, num_classes, tables, runs, warmup):
         with tempfile.TemporaryDirectory(prefix="snas-calib-") as tmp:
             path = os.path.join(tmp, "child.tflite")
             write_atomic(path, blob)
-            timings = [time_op_model(path, threads, n, w) / 1e3 for _ in "ab"]
+            clock = table_clock(table.runtime)
+            timings = [
+                time_op_model(path, threads, n, w, clock=clock) / 1e3
+                for _ in "ab"
+            ]
         predicted = predict_latency(table, target, genotype)
         row[fmt] = {
             "predicted_ms": predicted["total_us"] / 1e3,
@@ -222,6 +243,31 @@ def summarize(rows, formats) -> dict:
     return out
 
 
+def _write_calibrated(args, tables, result) -> dict:
+    """Each table with `calibration.scale` = the scale fitted on every
+    genotype of this run; `{format: path}`."""
+    import dataclasses
+
+    paths = {}
+    for fmt, (table, _) in tables.items():
+        s = result["summary"][fmt]
+        calibration = {
+            "scale": s["scale_all"][0],
+            "genotypes": result["n"],
+            "seed": args.seed,
+            "clock": table.runtime.get("clock", "wall"),
+            "raw_mape_pct": s["table"]["mape_pct"],
+            "loo_mape_pct": s["table_scaled_loo"]["mape_pct"],
+            "loo_spearman": s["table_scaled_loo"]["spearman"],
+            "load_average": result["load_before"],
+            "source": "benchmarks/latency_model.py",
+        }
+        path = os.path.splitext(args.out)[0] + f".{fmt}-table.json"
+        dataclasses.replace(table, calibration=calibration).save(path)
+        paths[fmt] = path
+    return paths
+
+
 def markdown(result) -> str:
     """The summary and per-genotype tables."""
     lines = [
@@ -230,6 +276,14 @@ def markdown(result) -> str:
         f"- {result['n']} random genotypes, seed {result['settings']['seed']}"
         f"; load average before {result['load_before']}, after "
         f"{result['load_after']} ({result['cpu_count']} cores)",
+        "- 1-minute load average while measuring (min / max): "
+        + (
+            "{} / {}".format(
+                result["load_1min_rows"][0], result["load_1min_rows"][-1]
+            )
+            if result["load_1min_rows"]
+            else "not recorded"
+        ),
         "- fits scored leave-one-out; measured = lower of two medians",
         "",
         "| format | predictor | Spearman | MAPE % |",
@@ -314,10 +368,17 @@ def main(argv=None) -> int:
         "cpu_count": os.cpu_count(),
         "load_before": load_before,
         "load_after": [round(x, 2) for x in os.getloadavg()],
+        # The 1-minute load average as each genotype was measured (a
+        # resumed run's `load_before` is that of the resumption).
+        "load_1min_rows": sorted(
+            r["load_1min"] for r in rows if "load_1min" in r
+        ),
         "n": len(rows),
         "summary": summarize(rows, list(tables)),
         "rows": rows,
     }
+    if args.write_calibrated:
+        result["calibrated_tables"] = _write_calibrated(args, tables, result)
     write_atomic(args.out, json.dumps(result, indent=1) + "\n")
     write_atomic(args.md, markdown(result))
     print(markdown(result).split("\n\n| # |")[0])

@@ -11,6 +11,7 @@ import pytest
 from latency_testing import TINY_TARGET, TINY_TARGET_OVERRIDES, hand_made_table
 
 from snas_tf.latency.cost import predict_latency
+from snas_tf.latency.table import load_table
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
@@ -32,7 +33,8 @@ def _argv(table, out, *extra):
 def finished(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("calib")
     table = hand_made_table(TINY_TARGET, tmp / "t.json")
-    assert latency_model.main(_argv(table.path, tmp / "r.json")) == 0
+    argv = _argv(table.path, tmp / "r.json", "--write-calibrated")
+    assert latency_model.main(argv) == 0
     return table, tmp
 
 
@@ -48,11 +50,19 @@ def test_quick_run_predicts_and_measures_every_genotype(finished):
         timings = row["fp32"]["timings_ms"]
         assert len(timings) == 2 and all(t > 0 for t in timings)
         assert row["fp32"]["measured_ms"] == min(timings)
-        assert row["madds"] > 0
+        assert row["madds"] > 0 and row["load_1min"] >= 0
     summary = result["summary"]["fp32"]
     for key in ("table", "table_scaled_loo", "madds_scaled_loo"):
         assert math.isfinite(summary[key]["mape_pct"]), key
+    # The calibrated table: the raw timings and the scale fitted on all.
+    calibrated = load_table(tmp / "r.fp32-table.json")
+    assert calibrated.entries == table.entries
+    assert calibrated.scale == pytest.approx(summary["scale_all"][0])
+    assert result["calibrated_tables"] == {
+        "fp32": str(tmp / "r.fp32-table.json")
+    }
     md = (tmp / "r.md").read_text()
+    assert len(result["load_1min_rows"]) == 3
     assert "a * madds (LOO)" in md and md.count("| fp32 |") == 5 + 3
 
 
