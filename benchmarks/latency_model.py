@@ -14,7 +14,8 @@ seeded, so a resumed run samples the same ones), and for each:
   warm-ups and clock, each time in a fresh interpreter). The two medians'
   disagreement is the machine's noise floor; the measurement is the lower
   of the two (other jobs on the machine only ever add time);
-- counts its multiply-adds (`snas_tf.models.multiply_adds`).
+- counts its multiply-adds (`snas_tf.models.multiply_adds`) and the
+  timed parts it runs (`part_count`).
 
 Then it scores (`snas_tf.latency.calibration.calibration_summary`) the
 table's raw sum, the sum with a fitted scale and with a fitted affine
@@ -27,9 +28,10 @@ written atomically) as soon as it is measured; a run started again with
 the same arguments resumes there. The result is one JSON file (`--out`)
 and a Markdown table (`--md`), both written atomically, with the load
 average before and after (the machine may be shared). `--write-calibrated`
-also writes each table with the scale fitted on all its genotypes as its
-`calibration` (`snas_tf.latency.table`), which every later prediction
-from that table applies.
+also writes each table with the correction of the lower leave-one-out
+MAPE (`a * sum`, or `a * sum + c * parts`) fitted on all its genotypes as
+its `calibration` (`snas_tf.latency.table`), which every later
+prediction from that table applies.
 
 Usage:
     python benchmarks/latency_model.py --table mobile_fp32.json
@@ -81,8 +83,9 @@ def parse_args(argv=None):
     p.add_argument(
         "--write-calibrated",
         action="store_true",
-        help="also write each table with the scale fitted on all genotypes "
-        "as its calibration, to <out without .json>.<format>-table.json",
+        help="also write each table with its better leave-one-out "
+        "correction fitted on all genotypes as its calibration, to <out "
+        "without .json>.<format>-table.json",
     )
     args = p.parse_args(argv)
     args.config = args.config or [str(REPO / "configs/imagenet_mobile.yaml")]
@@ -181,6 +184,7 @@ def _measure(genotype, config, num_classes, tables, runs, warmup):
     from snas_tf.atomic_files import write_atomic
     from snas_tf.export.op_latency import time_op_model
     from snas_tf.export.tflite import convert_tflite
+    from snas_tf.latency.calibration import part_count
     from snas_tf.latency.cost import predict_latency
     from snas_tf.latency.table import table_clock
     from snas_tf.models import build_child_network, multiply_adds
@@ -194,6 +198,7 @@ def _measure(genotype, config, num_classes, tables, runs, warmup):
         "madds": multiply_adds(model),
         "load_1min": round(os.getloadavg()[0], 2),
     }
+    row["parts"] = part_count(next(iter(tables.values()))[1], genotype)
     side = config.data.image_size
     images = np.random.default_rng(0).normal(
         size=(CALIBRATION_IMAGES, side, side, 3)
@@ -232,7 +237,9 @@ def summarize(rows, formats) -> dict:
 
     out = {}
     for fmt in formats:
-        flat = [{**r[fmt], "madds": r["madds"]} for r in rows]
+        flat = [
+            {**r[fmt], "madds": r["madds"], "parts": r["parts"]} for r in rows
+        ]
         out[fmt] = {
             **calibration_summary(flat),
             "noise": disagreement(
@@ -244,21 +251,30 @@ def summarize(rows, formats) -> dict:
 
 
 def _write_calibrated(args, tables, result) -> dict:
-    """Each table with `calibration.scale` = the scale fitted on every
-    genotype of this run; `{format: path}`."""
+    """Each table with the correction of the lower leave-one-out MAPE,
+    `a * sum` or `a * sum + c * parts`, fitted on every genotype of this
+    run, as its `calibration`; `{format: path}`."""
     import dataclasses
 
     paths = {}
     for fmt, (table, _) in tables.items():
         s = result["summary"][fmt]
+        parts = (
+            s["table_parts_loo"]["mape_pct"]
+            < (s["table_scaled_loo"]["mape_pct"])
+        )
+        fit = s["parts_all"] if parts else (s["scale_all"][0], 0.0)
+        chosen = "table_parts_loo" if parts else "table_scaled_loo"
         calibration = {
-            "scale": s["scale_all"][0],
+            "scale": fit[0],
+            "per_part_us": fit[1] * 1e3,  # the fit is in ms per part
             "genotypes": result["n"],
             "seed": args.seed,
             "clock": table.runtime.get("clock", "wall"),
             "raw_mape_pct": s["table"]["mape_pct"],
-            "loo_mape_pct": s["table_scaled_loo"]["mape_pct"],
-            "loo_spearman": s["table_scaled_loo"]["spearman"],
+            "fit": chosen,
+            "loo_mape_pct": s[chosen]["mape_pct"],
+            "loo_spearman": s[chosen]["spearman"],
             "load_average": result["load_before"],
             "source": "benchmarks/latency_model.py",
         }
@@ -293,6 +309,7 @@ def markdown(result) -> str:
         "table": "table sum",
         "table_scaled_loo": "a * table sum (LOO)",
         "table_affine_loo": "a * table sum + b (LOO)",
+        "table_parts_loo": "a * table sum + c * parts (LOO)",
         "madds_scaled_loo": "a * madds (LOO)",
     }
     for fmt, s in result["summary"].items():
@@ -340,6 +357,10 @@ def main(argv=None) -> int:
         return 2
     target = next(iter(tables.values()))[1]
     genotypes = sample_genotypes(target.search_space, args.genotypes, args.seed)
+    from snas_tf.latency.calibration import part_count
+
+    for row in rows:  # a state written before rows counted their parts
+        row.setdefault("parts", part_count(target, row["genotype"]))
     load_before = [round(x, 2) for x in os.getloadavg()]
     bar = keras.utils.Progbar(len(genotypes))
     bar.update(len(rows))

@@ -9,9 +9,12 @@ genotypes (`benchmarks/latency_model.py`, `snas export --latency-table`):
   `mape` (mean absolute percentage error: is its figure right?);
 - the baseline, the best single-scale multiply-add predictor
   `latency ~ a * madds`, and corrections of the table's sum (a scale
-  `a * sum`, an affine `a * sum + b`), each fitted by `fit_scale` /
-  `fit_affine` and scored leave-one-out (`leave_one_out`): every genotype
-  is predicted by a fit on the others only;
+  `a * sum`, an affine `a * sum + b`, and `a * sum + c * parts`, where
+  `parts` counts the timed parts the network runs (`part_count`): each op
+  model's timing holds one interpreter invoke, the whole network pays
+  one), each fitted by `fit_scale` / `fit_affine` / `fit_linear` and
+  scored leave-one-out (`leave_one_out`): every genotype is predicted by
+  a fit on the others only;
 - `table_target_for_model`: the target of an exported model, checked
   against a table before any conversion.
 
@@ -24,14 +27,18 @@ import math
 
 import numpy as np
 
+from snas_tf.latency.cost import predict_latency
+from snas_tf.latency.entries import required_entries
 from snas_tf.latency.table import LatencyTable, check_table
 from snas_tf.latency.target import TargetNetwork
 
 
-def _pair(x, y):
+def _pair(x, y, columns=False):
+    """Float arrays; x may be (n, k) with `columns`."""
     x = np.asarray(x, dtype=np.float64)
     y = np.asarray(y, dtype=np.float64)
-    if x.shape != y.shape or x.ndim != 1 or len(x) < 2:
+    shape = x.shape[:1] if columns and x.ndim == 2 else x.shape
+    if shape != y.shape or y.ndim != 1 or len(y) < 2:
         raise ValueError(
             f"Expected two 1-D sequences of one length >= 2, got shapes "
             f"{x.shape} and {y.shape}."
@@ -90,19 +97,31 @@ def fit_affine(x, y) -> tuple:
     return float(a), float(b)
 
 
+def fit_linear(x, y) -> tuple:
+    """Coefficients c of columns x (n, k), no intercept, minimising
+    sum(((x @ c - y) / y)^2)."""
+    x, y = _pair(x, y, columns=True)
+    c, *_ = np.linalg.lstsq(x / y[:, None], np.ones_like(y), rcond=None)
+    return tuple(float(v) for v in c)
+
+
 def apply_fit(params, x):
-    """`a * x (+ b)` of a `fit_scale` / `fit_affine` result."""
+    """`a * x (+ b)` of a `fit_scale` / `fit_affine` result, or `x @ c`
+    of a `fit_linear` one (x with columns)."""
     x = np.asarray(x, dtype=np.float64)
+    if x.ndim == 2:
+        return x @ np.asarray(params)
     return params[0] * x + (params[1] if len(params) > 1 else 0.0)
 
 
 def leave_one_out(fit, x, y) -> np.ndarray:
-    """Each y_i predicted from x_i by `fit` on every other pair only."""
-    x, y = _pair(x, y)
+    """Each y_i predicted from x_i (a row of x with columns) by `fit` on
+    every other pair only."""
+    x, y = _pair(x, y, columns=True)
     out = np.empty_like(y)
     for i in range(len(x)):
         keep = np.arange(len(x)) != i
-        out[i] = apply_fit(fit(x[keep], y[keep]), x[i])
+        out[i] = apply_fit(fit(x[keep], y[keep]), x[i : i + 1])[0]
     return out
 
 
@@ -127,20 +146,31 @@ def calibration_summary(rows) -> dict:
 
     Args:
         rows: dicts with `predicted_ms` (the table's sum), `measured_ms`
-            and `madds`, one per genotype (at least 3).
+            and `madds`, one per genotype (at least 3), and optionally
+            `parts` (`part_count`).
 
     Returns:
         `{"n", "table", "table_scaled_loo", "table_affine_loo",
-        "madds_scaled_loo", "scale_all", "affine_all", "madds_scale_all"}`:
-        scores (`score`) of the raw sum and of each leave-one-out fit, and
-        each fit on all rows (for the record; never scored).
+        "madds_scaled_loo", "scale_all", "affine_all", "madds_scale_all"}`
+        and, with `parts` in every row, `table_parts_loo` and
+        `parts_all` ((a, c) of `a * sum + c * parts`): scores (`score`)
+        of the raw sum and of each leave-one-out fit, and each fit on all
+        rows (for the record; never scored).
     """
     if len(rows) < 3:
         raise ValueError(f"Need >= 3 genotypes to calibrate, got {len(rows)}.")
     p = np.array([r["predicted_ms"] for r in rows], dtype=np.float64)
     m = np.array([r["measured_ms"] for r in rows], dtype=np.float64)
     madds = np.array([r["madds"] for r in rows], dtype=np.float64)
+    extra = {}
+    if all("parts" in r for r in rows):
+        x = np.stack([p, [float(r["parts"]) for r in rows]], axis=1)
+        extra = {
+            "table_parts_loo": score(leave_one_out(fit_linear, x, m), m),
+            "parts_all": fit_linear(x, m),
+        }
     return {
+        **extra,
         "n": len(rows),
         "table": score(p, m),
         "table_scaled_loo": score(leave_one_out(fit_scale, p, m), m),
@@ -150,6 +180,17 @@ def calibration_summary(rows) -> dict:
         "affine_all": fit_affine(p, m),
         "madds_scale_all": fit_scale(madds, m),
     }
+
+
+def part_count(target: TargetNetwork, genotype) -> int:
+    """How many timed parts (entries, with repeats) the child network of
+    `genotype` runs: its prediction from a table of 1 µs per entry."""
+    ones = LatencyTable(
+        target.to_dict(),
+        {},
+        {i: {"latency_us": 1.0} for i in required_entries(target)},
+    )
+    return round(predict_latency(ones, target, genotype)["total_us"])
 
 
 def table_target_for_model(
@@ -190,9 +231,11 @@ __all__ = [
     "calibration_summary",
     "disagreement",
     "fit_affine",
+    "fit_linear",
     "fit_scale",
     "leave_one_out",
     "mape",
+    "part_count",
     "score",
     "spearman",
     "table_target_for_model",

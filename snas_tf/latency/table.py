@@ -14,7 +14,8 @@ The optional `calibration` (written by `benchmarks/latency_model.py
 --write-calibrated`) holds a `scale` fitted on whole networks measured
 against the table's sums: `latency_us` multiplies every timing by it, so
 predictions, search costs and budgets are in calibrated microseconds
-(docs/method.md §4). A table without it (every table before it existed)
+(docs/method.md §4); an optional `per_part_us` is added per timed part
+(`snas_tf.latency.cost`). A table without it (every table before it existed)
 reads as scale 1; readers that do not know it ignore it.
 
 Entry ids are those of `snas_tf.latency.entries`. Timings made elsewhere
@@ -80,6 +81,16 @@ class LatencyTable:
     def scale(self) -> float:
         """The calibration's scale (1 without a calibration)."""
         return float(self.calibration["scale"]) if self.calibration else 1.0
+
+    @property
+    def per_part_us(self) -> float:
+        """The calibration's term added per timed part a network runs (0
+        without one; negative for the interpreter's per-invoke cost that
+        every op model's timing holds once and a whole network once in
+        all; `snas_tf.latency.cost` adds it)."""
+        if not self.calibration:
+            return 0.0
+        return float(self.calibration.get("per_part_us", 0.0))
 
     def latency_us(self, entry_id: str) -> float:
         """The timing of one entry in microseconds, times `scale`."""
@@ -150,18 +161,33 @@ def load_table(path) -> LatencyTable:
             )
     calibration = data.get("calibration")
     if calibration is not None:
-        scale = (
-            calibration.get("scale") if isinstance(calibration, dict) else None
-        )
-        ok = isinstance(scale, int | float) and not isinstance(scale, bool)
-        if not ok or not math.isfinite(scale) or scale <= 0:
-            raise ValueError(
-                f"{_where(path)}: calibration must be an object with a "
-                f"finite 'scale' > 0, got {calibration!r}."
-            )
+        _check_calibration(calibration, path)
     return LatencyTable(
         data["target"], data["runtime"], data["entries"], path, calibration
     )
+
+
+def _number(value) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _check_calibration(calibration, path) -> None:
+    scale = calibration.get("scale") if isinstance(calibration, dict) else None
+    per_part = (
+        calibration.get("per_part_us", 0.0)
+        if isinstance(calibration, dict)
+        else None
+    )
+    if not (_number(scale) and scale > 0 and _number(per_part)):
+        raise ValueError(
+            f"{_where(path)}: calibration must be an object with a finite "
+            f"'scale' > 0 and an optional finite 'per_part_us', got "
+            f"{calibration!r}."
+        )
 
 
 def check_timing(entry_id, value, where) -> float:

@@ -10,6 +10,7 @@ import pathlib
 import pytest
 from latency_testing import TINY_TARGET, TINY_TARGET_OVERRIDES, hand_made_table
 
+from snas_tf.latency.calibration import part_count
 from snas_tf.latency.cost import predict_latency
 from snas_tf.latency.table import load_table
 
@@ -51,19 +52,34 @@ def test_quick_run_predicts_and_measures_every_genotype(finished):
         assert len(timings) == 2 and all(t > 0 for t in timings)
         assert row["fp32"]["measured_ms"] == min(timings)
         assert row["madds"] > 0 and row["load_1min"] >= 0
+        assert row["parts"] == part_count(TINY_TARGET, genotype)
     summary = result["summary"]["fp32"]
     for key in ("table", "table_scaled_loo", "madds_scaled_loo"):
         assert math.isfinite(summary[key]["mape_pct"]), key
     # The calibrated table: the raw timings and the scale fitted on all.
     calibrated = load_table(tmp / "r.fp32-table.json")
     assert calibrated.entries == table.entries
-    assert calibrated.scale == pytest.approx(summary["scale_all"][0])
+    fit = calibrated.calibration["fit"]
+    want = (
+        summary["parts_all"]
+        if fit == "table_parts_loo"
+        else (
+            summary["scale_all"][0],
+            0.0,
+        )
+    )
+    assert calibrated.scale == pytest.approx(want[0])
+    assert calibrated.per_part_us == pytest.approx(want[1] * 1e3)
+    assert calibrated.calibration["loo_mape_pct"] == min(
+        summary["table_scaled_loo"]["mape_pct"],
+        summary["table_parts_loo"]["mape_pct"],
+    )
     assert result["calibrated_tables"] == {
         "fp32": str(tmp / "r.fp32-table.json")
     }
     md = (tmp / "r.md").read_text()
     assert len(result["load_1min_rows"]) == 3
-    assert "a * madds (LOO)" in md and md.count("| fp32 |") == 5 + 3
+    assert "a * madds (LOO)" in md and md.count("| fp32 |") == 6 + 3
 
 
 def test_an_interrupted_run_resumes_from_its_state(finished):

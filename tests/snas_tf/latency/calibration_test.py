@@ -101,3 +101,23 @@ def test_table_target_for_model_checks_sizes_and_genotype():
     bad = Genotype(normal=[[("max_pool_3x3", 0)], []], reduce=[[], []])
     with pytest.raises(ValueError, match="outside its search space"):
         cal.table_target_for_model(table, config, 10, bad)
+
+
+def test_linear_fit_recovers_a_sum_and_per_part_term():
+    rng = np.random.default_rng(1)
+    x = np.stack([rng.uniform(5, 9, 8), rng.integers(70, 90, 8)], axis=1)
+    y = 0.9 * x[:, 0] - 0.01 * x[:, 1]
+    assert cal.fit_linear(x, y) == pytest.approx((0.9, -0.01))
+    loo = cal.leave_one_out(cal.fit_linear, x, y)
+    assert loo == pytest.approx(y)
+
+
+def test_part_count_counts_each_timed_part_the_network_runs():
+    # The stem; cell 0 (normal): both preprocesses (its empty node's zeros
+    # are made from c_{k-1}), one op and no Add (one edge), the zeros and
+    # the concat; each reduce cell reads c_{k-1} only: 4 parts; the head.
+    genotype = Genotype(
+        normal=[[("sep_conv_3x3", 0)], []],
+        reduce=[[("sep_conv_3x3", 1)], []],
+    )
+    assert cal.part_count(TINY_TARGET, genotype) == 1 + 5 + 2 * 4 + 1

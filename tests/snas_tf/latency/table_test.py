@@ -6,6 +6,7 @@ import json
 import pytest
 from latency_testing import TINY_TARGET, hand_made_table
 
+from snas_tf.latency.calibration import part_count
 from snas_tf.latency.cost import predict_latency
 from snas_tf.latency.entries import required_entries
 from snas_tf.latency.partial import PartialTimings
@@ -51,7 +52,21 @@ def test_a_calibration_scales_every_timing_and_round_trips(tmp_path):
     assert got == pytest.approx(1.5 * want)
 
 
-@pytest.mark.parametrize("calibration", [{"scale": 0}, {"scale": "x"}, [1]])
+def test_a_per_part_term_is_added_once_per_part(tmp_path):
+    raw = hand_made_table()
+    calibrated = dataclasses.replace(
+        raw, calibration={"scale": 2.0, "per_part_us": -1.5}
+    )
+    parts = part_count(TINY_TARGET, _GENOTYPE)
+    want = predict_latency(raw, TINY_TARGET, _GENOTYPE)["total_us"]
+    got = predict_latency(calibrated, TINY_TARGET, _GENOTYPE)["total_us"]
+    assert parts > 3 and got == pytest.approx(2 * want - 1.5 * parts)
+
+
+@pytest.mark.parametrize(
+    "calibration",
+    [{"scale": 0}, {"scale": "x"}, [1], {"scale": 1, "per_part_us": "x"}],
+)
 def test_a_bad_calibration_is_refused(tmp_path, calibration):
     path = tmp_path / "t.json"
     data = hand_made_table().to_dict()
