@@ -30,6 +30,11 @@ from snas_tf.config import RetrainConfig, load_config
 from snas_tf.export import common, serving
 from snas_tf.export.limits import ServingLimits
 from snas_tf.export.serving import check_model_name
+from snas_tf.export.table_latency import (
+    check_latency_table,
+    latency_table_md,
+    table_latency,
+)
 
 FLOAT_TOLERANCE = 1e-4
 FORMATS = (
@@ -291,6 +296,10 @@ def _report_md(report):
         f"{report['threads']} thread(s)",
         "- serving_bytes limits per request: "
         + ", ".join(f"{k} {v}" for k, v in report["serving_limits"].items()),
+    ]
+    if "latency_table" in report:
+        lines.append(latency_table_md(report["latency_table"]))
+    lines += [
         "",
         "| format | path | bytes | max abs diff | top-1 agreement | "
         "latency ms | criterion | passed |",
@@ -318,6 +327,7 @@ def export_model(
     prune=False,
     progress=print,
     limits: ServingLimits | None = None,
+    latency_table=None,
 ) -> dict:
     """Exports, verifies and publishes the requested formats.
 
@@ -335,19 +345,27 @@ def export_model(
         limits: the per-request `ServingLimits` of the SavedModel's
             `serving_bytes` signature (None: the defaults); written into
             the report as `serving_limits`.
+        latency_table: optional `LatencyTable` of the exported network
+            (`snas latency-table`): the report's `latency_table` then holds
+            its predicted latency next to the TFLite file of the table's
+            format timed as the table was timed (`table_latency`).
 
     Returns:
         The report (also written to `out/report.json` and `report.md`).
 
     Raises:
-        ValueError: for an unknown format or an invalid model name (before
-            anything is written), or an `out` written by another live
-            process (`snas_tf.dir_lock`; nothing is touched).
+        ValueError: for an unknown format, an invalid model name, or a
+            latency table of another network or whose format is not
+            exported (before anything is written), or an `out` written by
+            another live process (`snas_tf.dir_lock`; nothing is touched).
         ExportError: if an artifact misses its tolerance (nothing is
             published).
     """
     formats = check_formats(formats)
     check_model_name(model_name)
+    latency_target = None
+    if latency_table is not None:
+        latency_target = check_latency_table(latency_table, source, formats)
     out = os.fspath(out)
     limits = limits or ServingLimits()
     say = progress or (lambda *_: None)
@@ -418,6 +436,11 @@ def export_model(
             "serving_limits": limits.as_dict(),
             "artifacts": rows,
         }
+        if latency_table is not None:
+            say("Timing the TFLite file as the latency table was timed")
+            report["latency_table"] = table_latency(
+                latency_table, latency_target, source.genotype, artifacts
+            )
         moves = [os.path.relpath(a.path, stage) for a in artifacts]
         version = None
         if "serving" in formats:
@@ -457,6 +480,7 @@ __all__ = [
     "ExportSource",
     "ServingLimits",
     "check_formats",
+    "check_latency_table",
     "check_model_name",
     "export_model",
     "load_source",

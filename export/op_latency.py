@@ -7,7 +7,8 @@ network: a SavedModel of the inference function with its variables frozen
 `int8` is full integer quantisation calibrated on random N(0, 1) inputs.
 `time_op_model` runs it with LiteRT (`export.tflite.make_interpreter`:
 `ai_edge_litert`, or `tf.lite` without it) and returns the median of
-`runs` invocations after `warmup`, in microseconds. It lives in `export/`
+`runs` invocations after `warmup`, in microseconds, by the wall clock or
+the invoking thread's CPU clock (`CLOCKS`). It lives in `export/`
 because the library (`snas_tf/`) imports no exporter.
 """
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 from tensorflow.python.framework import convert_to_constants
 
 from snas_tf.export.tflite import interpreter_backend, make_interpreter
-from snas_tf.latency.table import FORMATS
+from snas_tf.latency.table import CLOCKS, FORMATS
 
 # Calibration samples of an int8 conversion.
 CALIBRATION_SAMPLES = 8
@@ -97,7 +98,21 @@ def _fill_inputs(interpreter, rng):
         interpreter.set_tensor(detail["index"], data)
 
 
-def time_op_model(path, threads=1, runs=50, warmup=5, seed=0) -> float:
+def check_clock(clock, threads) -> None:
+    """Raises ValueError for an unknown clock, or "cpu" with threads > 1
+    (the work of the other threads would not be counted)."""
+    if clock not in CLOCKS:
+        raise ValueError(f"Unknown clock {clock!r}. Expected one of {CLOCKS}.")
+    if clock == "cpu" and threads != 1:
+        raise ValueError(
+            f"clock 'cpu' times the invoking thread only; it needs 1 "
+            f"thread, got {threads}."
+        )
+
+
+def time_op_model(
+    path, threads=1, runs=50, warmup=5, seed=0, clock="wall"
+) -> float:
     """The median latency of one `.tflite` file under LiteRT, in µs.
 
     Args:
@@ -106,10 +121,19 @@ def time_op_model(path, threads=1, runs=50, warmup=5, seed=0) -> float:
         runs: timed invocations (the median is returned).
         warmup: untimed invocations first.
         seed: seed of the random inputs.
+        clock: "wall" (`time.perf_counter_ns`) or "cpu" (the calling
+            thread's CPU time, `time.thread_time_ns`: with one thread the
+            interpreter runs in it, and time the scheduler gives other
+            jobs is not counted).
 
     Returns:
         The median of `runs` timings of `interpreter.invoke()`, in µs.
+
+    Raises:
+        ValueError: for a bad `clock` (`check_clock`).
     """
+    check_clock(clock, threads)
+    now = time.perf_counter_ns if clock == "wall" else time.thread_time_ns
     interpreter = make_interpreter(path, threads)
     interpreter.allocate_tensors()
     _fill_inputs(interpreter, np.random.default_rng(seed))
@@ -117,9 +141,9 @@ def time_op_model(path, threads=1, runs=50, warmup=5, seed=0) -> float:
         interpreter.invoke()
     times = []
     for _ in range(runs):
-        start = time.perf_counter_ns()
+        start = now()
         interpreter.invoke()
-        times.append((time.perf_counter_ns() - start) / 1e3)
+        times.append((now() - start) / 1e3)
     return float(statistics.median(times))
 
 
@@ -154,7 +178,9 @@ def runtime_info() -> dict:
 
 
 __all__ = [
+    "CLOCKS",
     "FORMATS",
+    "check_clock",
     "convert_op_model",
     "cpu_model",
     "runtime_info",

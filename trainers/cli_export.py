@@ -77,6 +77,14 @@ def export_parser(sub):
         action="store_true",
         help="Magnitude-prune convolutions (50%% sparsity) before QAT.",
     )
+    p.add_argument(
+        "--latency-table",
+        default=None,
+        metavar="PATH",
+        help="A latency table of this network (snas latency-table): the "
+        "report adds its predicted latency next to the TFLite file of the "
+        "table's format timed as the table was (threads, runs, warm-ups).",
+    )
     limits = ServingLimits()
     p.add_argument(
         "--max-pixels",
@@ -116,8 +124,19 @@ def _export(args):
         load_source,
     )
 
-    check_formats(args.formats)  # these fail before any loading
+    formats = check_formats(args.formats)  # these fail before any loading
     check_model_name(args.name)
+    table = None
+    if args.latency_table is not None:
+        from snas_tf.latency.table import load_table
+
+        table = load_table(args.latency_table)
+        fmt = table.runtime.get("format")
+        if f"tflite_{fmt}" not in formats:
+            raise ValueError(
+                f"Latency table {args.latency_table!r} is timed in {fmt!r}; "
+                f"add tflite_{fmt} to --formats to measure the same file."
+            )
     limits = ServingLimits(
         args.max_pixels, args.max_image_bytes, args.max_images
     )
@@ -134,6 +153,7 @@ def _export(args):
         qat_epochs=args.qat_epochs,
         prune=args.prune,
         limits=limits,
+        latency_table=table,
     )
     for row in report["artifacts"]:
         print(
@@ -141,5 +161,15 @@ def _export(args):
             f"max|diff| {row['max_abs_diff']:.1e}  "
             f"top-1 {row['top1_agreement']:.3f}  "
             f"{row['latency_ms_median']:.2f} ms"
+        )
+    if "latency_table" in report:
+        t = report["latency_table"]
+        measured = (
+            "not measured here"
+            if t["measured_ms"] is None
+            else f"measured {t['measured_ms']:.2f} ms ({t['error_pct']:+.1f}%)"
+        )
+        print(
+            f"latency table: predicted {t['predicted_ms']:.2f} ms, {measured}"
         )
     print(f"Report: {os.path.join(args.out, 'report.md')}")

@@ -59,6 +59,14 @@ def latency_parser(sub):
         help="Untimed runs first (default: 5).",
     )
     p.add_argument(
+        "--clock",
+        choices=("wall", "cpu"),
+        default="wall",
+        help="What is timed: wall-clock time, or the invoking thread's CPU "
+        "time (needs --threads 1; not inflated by other jobs on a shared "
+        "machine, docs/method.md §4) (default: wall).",
+    )
+    p.add_argument(
         "--format",
         choices=FORMATS,
         default="fp32",
@@ -155,7 +163,13 @@ def run_latency(args):
     from snas_tf.trainers.latency_table import build_table
 
     table = build_table(
-        target, out, args.threads, args.runs, args.warmup, args.format
+        target,
+        out,
+        args.threads,
+        args.runs,
+        args.warmup,
+        args.format,
+        clock=args.clock,
     )
     total = sum(e["latency_us"] for e in table.entries.values())
     print(

@@ -71,6 +71,7 @@ def build_table(
     warmup: int = 5,
     fmt: str = "fp32",
     verbose: bool = True,
+    clock: str = "wall",
 ) -> LatencyTable:
     """Times every entry of `target` here and writes the table to `out`.
 
@@ -85,14 +86,22 @@ def build_table(
         warmup: untimed runs first.
         fmt: "fp32" or "int8".
         verbose: show a progress bar.
+        clock: "wall" or "cpu" (`export.op_latency.time_op_model`).
 
     Returns:
         The written `LatencyTable`.
 
     Raises:
-        ValueError: for a side file of another build's settings.
+        ValueError: for a side file of another build's settings, or a bad
+            clock (before any work).
     """
-    from snas_tf.export.op_latency import runtime_info, time_op_model
+    from snas_tf.export.op_latency import (
+        check_clock,
+        runtime_info,
+        time_op_model,
+    )
+
+    check_clock(clock, threads)
 
     runtime = {
         **runtime_info(),
@@ -100,6 +109,7 @@ def build_table(
         "format": fmt,
         "runs": runs,
         "warmup": warmup,
+        "clock": clock,
     }
     partial = PartialTimings(
         f"{os.fspath(out)}.partial", {"target": target.to_dict(), **runtime}
@@ -112,7 +122,7 @@ def build_table(
     for done, (entry_id, entry) in enumerate(entries.items(), start=1):
         if entry_id not in timings:
             write_atomic(tmp, _convert(entry, fmt))
-            timed = time_op_model(tmp, threads, runs, warmup)
+            timed = time_op_model(tmp, threads, runs, warmup, clock=clock)
             timings[entry_id] = round(timed, 3)
             partial.add(entry_id, timings[entry_id])
         bar.update(done)

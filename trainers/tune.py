@@ -89,7 +89,7 @@ def _check_args(
 
 def verify_latency(genotype, retrain, num_classes, table, predicted_ms):
     """Measures the best child's TFLite latency as the table was timed
-    (same runtime, threads, format, runs), next to its prediction.
+    (same runtime, threads, format, runs, clock), next to its prediction.
 
     Returns:
         `{"predicted_ms", "measured_ms" (None for a table imported from
@@ -110,6 +110,7 @@ def verify_latency(genotype, retrain, num_classes, table, predicted_ms):
 
     from snas_tf.export.op_latency import time_op_model
     from snas_tf.export.tflite import convert_tflite
+    from snas_tf.latency.table import table_clock
     from snas_tf.models import build_child_network
 
     model = build_child_network(
@@ -123,7 +124,11 @@ def verify_latency(genotype, retrain, num_classes, table, predicted_ms):
         with open(path, "wb") as f:
             f.write(blob)
         measured = time_op_model(
-            path, runtime["threads"], runtime["runs"], runtime["warmup"]
+            path,
+            runtime["threads"],
+            runtime["runs"],
+            runtime["warmup"],
+            clock=table_clock(runtime),
         )
     result["measured_ms"] = measured / 1e3
     return result

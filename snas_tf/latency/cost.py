@@ -69,8 +69,12 @@ class LatencyCosts:
 
 
 def _latency(table: LatencyTable):
-    """entry -> its timing in µs; a `free` entry (identity) costs 0."""
-    return lambda entry: 0.0 if entry.free else table.latency_us(entry.id)
+    """entry -> its timing in µs (calibrated: scaled, plus the per-part
+    term); a `free` entry (identity) costs 0."""
+    extra = table.per_part_us
+    return lambda entry: (
+        0.0 if entry.free else table.latency_us(entry.id) + extra
+    )
 
 
 def latency_costs(table: LatencyTable, target: TargetNetwork) -> LatencyCosts:

@@ -6,8 +6,17 @@ The file (written atomically) holds, in microseconds (`UNIT`):
      "target": {network, channels, num_layers, image_size, num_classes,
                 primitives, num_nodes, reduction_cells},
      "runtime": {name, version, threads, format, runs, warmup, cpu, date,
-                 source},
-     "entries": {"<id>": {"kind": ..., <params>..., "latency_us": 123.4}}}
+                 source, clock},
+     "entries": {"<id>": {"kind": ..., <params>..., "latency_us": 123.4}},
+     "calibration": {"scale": 1.2, ...}}      (optional)
+
+The optional `calibration` (written by `benchmarks/latency_model.py
+--write-calibrated`) holds a `scale` fitted on whole networks measured
+against the table's sums: `latency_us` multiplies every timing by it, so
+predictions, search costs and budgets are in calibrated microseconds
+(docs/method.md §4); an optional `per_part_us` is added per timed part
+(`snas_tf.latency.cost`). A table without it (every table before it existed)
+reads as scale 1; readers that do not know it ignore it.
 
 Entry ids are those of `snas_tf.latency.entries`. Timings made elsewhere
 (a phone, with LiteRT's `benchmark_model`) are imported keyed by those ids,
@@ -35,6 +44,16 @@ FORMAT_VERSION = 1
 UNIT = "us"
 # TFLite formats a table may be measured in (`snas latency-table --format`).
 FORMATS = ("fp32", "int8")
+# What a table's timings measure (`runtime.clock`; absent: "wall", the
+# tables written before it existed): the wall-clock time of an invoke, or
+# the CPU time of the invoking thread (one thread only), which other jobs
+# on a shared machine do not inflate (docs/method.md §4).
+CLOCKS = ("wall", "cpu")
+
+
+def table_clock(runtime: dict) -> str:
+    """The clock of a table's `runtime` ("wall" when it names none)."""
+    return runtime.get("clock", "wall")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,28 +63,54 @@ class LatencyTable:
     Attributes:
         target: the target's sizes (`TargetNetwork.to_dict()`).
         runtime: how it was timed: `name`, `version`, `threads`, `format`
-            (one of `FORMATS`), `runs`, `warmup`, `cpu`, `date`, `source`.
+            (one of `FORMATS`), `runs`, `warmup`, `cpu`, `date`, `source`,
+            `clock` (one of `CLOCKS`; absent in older tables: "wall").
         entries: `{id: {"kind": ..., <params>, "latency_us": float}}`.
         path: the file it was read from (for messages), or None.
+        calibration: None, or `{"scale": float > 0, ...}` (how it was
+            fitted: genotypes, scores, date).
     """
 
     target: dict
     runtime: dict
     entries: dict
     path: str | None = None
+    calibration: dict | None = None
+
+    @property
+    def scale(self) -> float:
+        """The calibration's scale (1 without a calibration)."""
+        return float(self.calibration["scale"]) if self.calibration else 1.0
+
+    @property
+    def per_part_us(self) -> float:
+        """The calibration's term added per timed part a network runs (0
+        without one; negative for the interpreter's per-invoke cost that
+        every op model's timing holds once and a whole network once in
+        all; `snas_tf.latency.cost` adds it)."""
+        if not self.calibration:
+            return 0.0
+        return float(self.calibration.get("per_part_us", 0.0))
 
     def latency_us(self, entry_id: str) -> float:
-        """The timing of one entry, in microseconds."""
-        return float(self.entries[entry_id]["latency_us"])
+        """The timing of one entry in microseconds, times `scale`."""
+        return float(self.entries[entry_id]["latency_us"]) * self.scale
+
+    def uncalibrated(self) -> "LatencyTable":
+        """The same table without its calibration (the raw timings)."""
+        return dataclasses.replace(self, calibration=None)
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "format_version": FORMAT_VERSION,
             "unit": UNIT,
             "target": self.target,
             "runtime": self.runtime,
             "entries": self.entries,
         }
+        if self.calibration is not None:
+            data["calibration"] = self.calibration
+        return data
 
     def save(self, path) -> None:
         """Writes the table as JSON, atomically."""
@@ -114,7 +159,35 @@ def load_table(path) -> LatencyTable:
                 f"{_where(path)}: entry {entry_id!r} must be an object with "
                 f"a 'latency_us' timing, got {entry!r}."
             )
-    return LatencyTable(data["target"], data["runtime"], data["entries"], path)
+    calibration = data.get("calibration")
+    if calibration is not None:
+        _check_calibration(calibration, path)
+    return LatencyTable(
+        data["target"], data["runtime"], data["entries"], path, calibration
+    )
+
+
+def _number(value) -> bool:
+    return (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+    )
+
+
+def _check_calibration(calibration, path) -> None:
+    scale = calibration.get("scale") if isinstance(calibration, dict) else None
+    per_part = (
+        calibration.get("per_part_us", 0.0)
+        if isinstance(calibration, dict)
+        else None
+    )
+    if not (_number(scale) and scale > 0 and _number(per_part)):
+        raise ValueError(
+            f"{_where(path)}: calibration must be an object with a finite "
+            f"'scale' > 0 and an optional finite 'per_part_us', got "
+            f"{calibration!r}."
+        )
 
 
 def check_timing(entry_id, value, where) -> float:
@@ -155,6 +228,11 @@ def check_table(table: LatencyTable, target: TargetNetwork, named_by=None):
     if fmt not in FORMATS:
         raise ValueError(
             f"{where}: runtime.format is {fmt!r}; expected one of {FORMATS}."
+        )
+    clock = table_clock(table.runtime)
+    if clock not in CLOCKS:
+        raise ValueError(
+            f"{where}: runtime.clock is {clock!r}; expected one of {CLOCKS}."
         )
     source = f" ({named_by})" if named_by else ""
     for key, want in target.to_dict().items():
@@ -236,6 +314,7 @@ def read_timings(path) -> dict:
 
 
 __all__ = [
+    "CLOCKS",
     "FORMATS",
     "FORMAT_VERSION",
     "UNIT",
@@ -244,4 +323,5 @@ __all__ = [
     "check_timing",
     "load_table",
     "read_timings",
+    "table_clock",
 ]

@@ -52,9 +52,10 @@ def built(tmp_path_factory):
     out = tmp_path_factory.mktemp("table") / "micro.json"
     argv = ["latency-table", *MICRO, f"--out={out}", "--runs=2"]
     assert cli.main([*argv, "--warmup=1"]) == 0
-    # A rerun over the finished table (an existing file) builds it again.
+    # A rerun over the finished table (an existing file) builds it again,
+    # here by the CPU clock.
     out.write_text("{}")
-    assert cli.main([*argv, "--warmup=1"]) == 0
+    assert cli.main([*argv, "--warmup=1", "--clock=cpu"]) == 0
     return out
 
 
@@ -70,6 +71,7 @@ def test_the_built_table_holds_every_entry_and_its_metadata(built):
         assert np.isfinite(entry["latency_us"]) and entry["latency_us"] >= 0
     runtime = table.runtime
     assert runtime["threads"] == 1 and runtime["runs"] == 2
+    assert runtime["clock"] == "cpu"
     assert runtime["format"] == "fp32" and runtime["source"] == "measured"
     assert runtime["name"] in ("ai_edge_litert", "tf.lite")
     for key in ("version", "cpu", "date"):
@@ -85,7 +87,8 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
 
     timed = []
 
-    def fake_time(path, threads, runs, warmup):
+    def fake_time(path, threads, runs, warmup, clock):
+        assert clock == "cpu"
         if len(timed) == 2 and not os.environ.get("RESUMED"):
             raise KeyboardInterrupt
         timed.append(path)
@@ -95,13 +98,16 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(op_latency, "time_op_model", fake_time)
     out = tmp_path / "t.json"
     with pytest.raises(KeyboardInterrupt):
-        latency_table.build_table(TINY_TARGET, out, verbose=False)
+        latency_table.build_table(TINY_TARGET, out, verbose=False, clock="cpu")
     assert not out.exists()
     kept = [json.loads(x) for x in open(f"{out}.partial")][1:]
     shutil.copy(f"{out}.partial", f"{out}.partial.kept")
     assert [r["latency_us"] for r in kept] == [10.0, 20.0]
     monkeypatch.setenv("RESUMED", "1")
-    table = latency_table.build_table(TINY_TARGET, out, verbose=False)
+    table = latency_table.build_table(
+        TINY_TARGET, out, verbose=False, clock="cpu"
+    )
+    assert table.runtime["clock"] == "cpu"
     entries = list(required_entries(TINY_TARGET))
     assert len(timed) == len(entries)  # 2 before the kill, the rest after
     assert [table.latency_us(i) for i in entries[:2]] == [10.0, 20.0]
@@ -111,7 +117,17 @@ def test_an_interrupted_build_resumes_where_it_stopped(tmp_path, monkeypatch):
     settings["settings"]["threads"] = 4
     (tmp_path / "u.json.partial").write_text(json.dumps(settings) + "\n")
     with pytest.raises(ValueError, match="with threads=4, not 1"):
-        latency_table.build_table(TINY_TARGET, tmp_path / "u.json")
+        latency_table.build_table(TINY_TARGET, tmp_path / "u.json", clock="cpu")
+    # Timings of another clock neither.
+    settings["settings"].update(threads=1, clock="wall")
+    (tmp_path / "u.json.partial").write_text(json.dumps(settings) + "\n")
+    with pytest.raises(ValueError, match="with clock='wall', not 'cpu'"):
+        latency_table.build_table(TINY_TARGET, tmp_path / "u.json", clock="cpu")
+    # The CPU clock times one thread only.
+    with pytest.raises(ValueError, match="needs 1 thread, got 2"):
+        latency_table.build_table(
+            TINY_TARGET, tmp_path / "v.json", 2, clock="cpu"
+        )
 
 
 @pytest.fixture(scope="module")

@@ -6,9 +6,16 @@ import json
 import pytest
 from latency_testing import TINY_TARGET, hand_made_table
 
+from snas_tf.latency.calibration import part_count
+from snas_tf.latency.cost import predict_latency
 from snas_tf.latency.entries import required_entries
 from snas_tf.latency.partial import PartialTimings
-from snas_tf.latency.table import check_table, load_table, read_timings
+from snas_tf.latency.table import (
+    check_table,
+    load_table,
+    read_timings,
+    table_clock,
+)
 
 
 def test_a_saved_table_loads_and_passes_its_checks(tmp_path):
@@ -23,6 +30,51 @@ def test_a_saved_table_loads_and_passes_its_checks(tmp_path):
     assert set(data["entries"]) == set(required_entries(TINY_TARGET))
 
 
+def test_a_table_without_a_clock_is_a_wall_clock_one(tmp_path):
+    """Tables written before `runtime.clock` existed still load."""
+    table = hand_made_table(path=tmp_path / "t.json")
+    assert "clock" not in table.runtime
+    assert table_clock(check_table(table, TINY_TARGET).runtime) == "wall"
+    assert table_clock({**table.runtime, "clock": "cpu"}) == "cpu"
+
+
+def test_a_calibration_scales_every_timing_and_round_trips(tmp_path):
+    path = tmp_path / "t.json"
+    raw = hand_made_table(path=path)
+    calibrated = dataclasses.replace(raw, calibration={"scale": 1.5, "n": 3})
+    calibrated.save(path)
+    loaded = check_table(load_table(path), TINY_TARGET)
+    assert loaded.calibration == {"scale": 1.5, "n": 3}
+    assert loaded.latency_us(_ID) == pytest.approx(1.5 * raw.latency_us(_ID))
+    assert loaded.uncalibrated().latency_us(_ID) == raw.latency_us(_ID)
+    want = predict_latency(raw, TINY_TARGET, _GENOTYPE)["total_us"]
+    got = predict_latency(loaded, TINY_TARGET, _GENOTYPE)["total_us"]
+    assert got == pytest.approx(1.5 * want)
+
+
+def test_a_per_part_term_is_added_once_per_part(tmp_path):
+    raw = hand_made_table()
+    calibrated = dataclasses.replace(
+        raw, calibration={"scale": 2.0, "per_part_us": -1.5}
+    )
+    parts = part_count(TINY_TARGET, _GENOTYPE)
+    want = predict_latency(raw, TINY_TARGET, _GENOTYPE)["total_us"]
+    got = predict_latency(calibrated, TINY_TARGET, _GENOTYPE)["total_us"]
+    assert parts > 3 and got == pytest.approx(2 * want - 1.5 * parts)
+
+
+@pytest.mark.parametrize(
+    "calibration",
+    [{"scale": 0}, {"scale": "x"}, [1], {"scale": 1, "per_part_us": "x"}],
+)
+def test_a_bad_calibration_is_refused(tmp_path, calibration):
+    path = tmp_path / "t.json"
+    data = hand_made_table().to_dict()
+    path.write_text(json.dumps({**data, "calibration": calibration}))
+    with pytest.raises(ValueError, match="finite 'scale' > 0"):
+        load_table(path)
+
+
 def _edited(tmp_path, edit):
     path = tmp_path / "table.json"
     hand_made_table(path=path)
@@ -33,6 +85,7 @@ def _edited(tmp_path, edit):
 
 
 _ID = "op-sep_conv_3x3-c4-h8-s1"
+_GENOTYPE = "normal=sep_conv_3x3:0|skip_connect:2;reduce=sep_conv_3x3:1|-"
 
 
 @pytest.mark.parametrize(
@@ -63,6 +116,10 @@ _ID = "op-sep_conv_3x3-c4-h8-s1"
         (
             lambda d: d["runtime"].update(format="fp16"),
             r"runtime.format is 'fp16'; expected one of \('fp32', 'int8'\)",
+        ),
+        (
+            lambda d: d["runtime"].update(clock="gpu"),
+            r"runtime.clock is 'gpu'; expected one of \('wall', 'cpu'\)",
         ),
     ],
 )
