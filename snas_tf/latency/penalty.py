@@ -105,6 +105,7 @@ def latency_penalty(
     tables: dict,
     constant_us: float,
     target_us: float | None = None,
+    log_z: dict | None = None,
 ):
     """The latency penalty of the target network (both cell types at once:
     the total latency does not split into per-type terms under a log or an
@@ -120,17 +121,26 @@ def latency_penalty(
         tables: `{cell type: (n_cells, E, K)}` latencies in µs.
         constant_us: the latency no op weight changes.
         target_us: optional target latency (TuNAS's |T/T0 - 1|).
+        log_z: `{cell type: (E, K)}` log of the samples computed from
+            their noise (`ArchSample.*_log_z`); policy_gradient's density
+            reads it (docs/method.md §4).
 
     Returns:
         Scalar tensor for (E, K) inputs (for policy_gradient a surrogate,
         not a cost).
 
     Raises:
-        ValueError: for an unknown estimator or a non-positive target.
+        ValueError: for an unknown estimator, a non-positive target, or
+            policy_gradient without `log_z`.
     """
     if estimator not in ESTIMATORS:
         raise ValueError(
             f"Unknown estimator {estimator!r}. Expected one of {ESTIMATORS}."
+        )
+    if estimator == "policy_gradient" and log_z is None:
+        raise ValueError(
+            "resource_estimator 'policy_gradient' needs log_z, the log of "
+            "the samples computed from their noise, got None."
         )
     if target_us is not None and not target_us > 0:
         raise ValueError(f"target_us must be > 0, got {target_us!r}.")
@@ -148,8 +158,8 @@ def latency_penalty(
     # Score function: the logits are reached only through log p(Z).
     log_p = 0.0
     for t in tables:
-        z = ops.cast(weights[t], ops.dtype(logits[t]))
-        density = concrete_log_density(z, logits[t], temperature)
+        data = ops.stop_gradient(ops.cast(log_z[t], ops.dtype(logits[t])))
+        density = concrete_log_density(data, logits[t], temperature)
         log_p += ops.sum(density, axis=-1)
     return ops.cast(ops.stop_gradient(value), ops.dtype(log_p)) * log_p
 

@@ -75,6 +75,7 @@ class PenalizesResources:
                 self.latency_costs.tables,
                 self.latency_costs.constant_us,
                 None if target is None else 1e3 * target,
+                log_z={t: getattr(sample, f"{t}_log_z") for t in CELL_TYPES},
             )
         if self.cost_tables is None:
             raise ValueError(

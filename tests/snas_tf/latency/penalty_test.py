@@ -8,7 +8,11 @@ from latency_testing import TINY_TARGET, hand_made_table
 
 from snas_tf.latency.cost import latency_costs
 from snas_tf.latency.penalty import expected_latency_us, latency_penalty
-from snas_tf.layers.gumbel_softmax import gumbel_noise, relaxed_one_hot
+from snas_tf.layers.gumbel_softmax import (
+    gumbel_noise,
+    relaxed_log_one_hot,
+    relaxed_one_hot,
+)
 from snas_tf.resource_cost import ESTIMATORS
 
 TYPES = ("normal", "reduce")
@@ -20,7 +24,7 @@ LOGITS = {
 }
 
 
-def _penalty(estimator, logits, z, temperature=1.0, target_us=None):
+def _penalty(estimator, logits, z, temperature=1.0, target_us=None, log_z=None):
     return latency_penalty(
         estimator,
         z,
@@ -29,6 +33,7 @@ def _penalty(estimator, logits, z, temperature=1.0, target_us=None):
         COSTS.tables,
         COSTS.constant_us,
         target_us,
+        log_z,
     )
 
 
@@ -75,11 +80,13 @@ def _per_sample(estimator, uniform, temperature, target_us=None):
     n = uniform.shape[1]
     tiled = {t: tf.Variable(np.tile(LOGITS[t][None], (n, 1, 1))) for t in TYPES}
     with tf.GradientTape() as tape:
-        z = {
-            t: relaxed_one_hot(tiled[t], temperature, gumbel_noise(uniform[i]))
-            for i, t in enumerate(TYPES)
+        noise = {t: gumbel_noise(uniform[i]) for i, t in enumerate(TYPES)}
+        z = {t: relaxed_one_hot(tiled[t], temperature, noise[t]) for t in TYPES}
+        log_z = {
+            t: relaxed_log_one_hot(tiled[t], temperature, noise[t])
+            for t in TYPES
         }
-        values = _penalty(estimator, tiled, z, temperature, target_us)
+        values = _penalty(estimator, tiled, z, temperature, target_us, log_z)
         total = tf.reduce_sum(values)
     grads = tape.gradient(total, tiled)
     return values.numpy(), np.concatenate(
@@ -158,11 +165,27 @@ def test_every_estimator_runs_compiled(estimator):
     @tf.function
     def step():
         with tf.GradientTape() as tape:
-            z = {t: relaxed_one_hot(variables[t], temperature) for t in TYPES}
-            value = _penalty(estimator, variables, z, temperature)
+            noise = {
+                t: gumbel_noise(tf.random.uniform(SHAPE, seed=i))
+                for i, t in enumerate(TYPES)
+            }
+            z = {
+                t: relaxed_one_hot(variables[t], temperature, noise[t])
+                for t in TYPES
+            }
+            log_z = {
+                t: relaxed_log_one_hot(variables[t], temperature, noise[t])
+                for t in TYPES
+            }
+            value = _penalty(estimator, variables, z, temperature, log_z=log_z)
         return value, tape.gradient(value, list(variables.values()))
 
     value, grads = step()
     assert np.isfinite(value.numpy())
     assert all(np.all(np.isfinite(g.numpy())) for g in grads)
     assert any(np.any(g.numpy() != 0) for g in grads)
+
+
+def test_policy_gradient_needs_the_samples_log():
+    with pytest.raises(ValueError, match="needs log_z"):
+        _penalty("policy_gradient", LOGITS, LOGITS)

@@ -50,6 +50,7 @@ def test_the_penalty_is_the_target_networks_latency_penalty(estimator):
         COSTS.tables,
         COSTS.constant_us,
         500.0,
+        log_z={"normal": sample.normal_log_z, "reduce": sample.reduce_log_z},
     )
     np.testing.assert_allclose(float(got), float(want), rtol=1e-6)
 
