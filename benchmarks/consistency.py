@@ -318,74 +318,109 @@ def _stats(values) -> dict:
     }
 
 
+# The table's columns: (name, unit kind, key of the unit's result).
+COLUMNS = (
+    ("supernet_accuracy", "search", "val_accuracy"),
+    ("child_accuracy", "search", "val_child_accuracy"),
+    ("retrained_accuracy", "retrain", "val_accuracy"),
+    ("entropy_normal", "search", "entropy_normal"),
+    ("entropy_reduce", "search", "entropy_reduce"),
+    ("weightless_normal", "search", "weightless_normal"),
+    ("weightless_reduce", "search", "weightless_reduce"),
+    ("parameters", "retrain", "parameters"),
+)
+
+
+def seed_rows(units, seeds, num_random) -> list:
+    """One row per seed and cell (snas, darts, random0, ...): the
+    columns its units have, and its genotype."""
+    rows = []
+    for s in seeds:
+        cells = [*MODES, *(f"random{k}" for k in range(num_random))]
+        for cell in cells:
+            found = {
+                kind: units.get(f"{kind}-{cell}-s{s}", {})
+                for kind in ("search", "retrain")
+            }
+            row = {"seed": s, "cell": cell}
+            for name, kind, key in COLUMNS:
+                row[name] = found[kind].get(key)
+            row["genotype"] = found["retrain"]["genotype"]
+            rows.append(row)
+    return rows
+
+
 def aggregate(units, seeds, num_random) -> dict:
     """Mean and (population) std over seeds of each mode's columns, the
     random cells' over every seed and draw, and per seed whether the
     retrained SNAS child beat each random cell of its parameter count."""
+    per_seed = seed_rows(units, seeds, num_random)
     rows = {}
-    for mode in MODES:
-        searched = [units[f"search-{mode}-s{s}"] for s in seeds]
-        retrained = [units[f"retrain-{mode}-s{s}"] for s in seeds]
+    for mode in (*MODES, "random"):
+        mine = [r for r in per_seed if r["cell"].startswith(mode)]
         rows[mode] = {
-            "supernet_accuracy": _stats(r["val_accuracy"] for r in searched),
-            "child_accuracy": _stats(r["val_child_accuracy"] for r in searched),
-            "retrained_accuracy": _stats(r["val_accuracy"] for r in retrained),
-            "entropy_normal": _stats(r["entropy_normal"] for r in searched),
-            "entropy_reduce": _stats(r["entropy_reduce"] for r in searched),
-            "weightless_normal": _stats(
-                r["weightless_normal"] for r in searched
-            ),
-            "weightless_reduce": _stats(
-                r["weightless_reduce"] for r in searched
-            ),
-            "parameters": _stats(r["parameters"] for r in retrained),
-            "genotypes": [r["genotype"] for r in searched],
+            name: _stats(r[name] for r in mine) for name, _, _ in COLUMNS
         }
-    randoms = [
-        units[f"retrain-random{k}-s{s}"]
-        for s in seeds
-        for k in range(num_random)
-    ]
-    rows["random"] = {
-        "retrained_accuracy": _stats(r["val_accuracy"] for r in randoms),
-        "parameters": _stats(r["parameters"] for r in randoms),
-        "genotypes": [r["genotype"] for r in randoms],
-    }
-    per_seed = []
+        rows[mode]["genotypes"] = [r["genotype"] for r in mine]
+    versus = []
     for s in seeds:
         snas = units[f"retrain-snas-s{s}"]["val_accuracy"]
         accs = [
             units[f"retrain-random{k}-s{s}"]["val_accuracy"]
             for k in range(num_random)
         ]
-        per_seed.append(
+        sample = units[f"sample-s{s}"]
+        versus.append(
             {
                 "seed": s,
                 "snas_retrained": snas,
                 "random_retrained": accs,
                 "snas_beats": sum(snas > a for a in accs),
-                "target_parameters": units[f"sample-s{s}"]["target_parameters"],
-                "draws": units[f"sample-s{s}"]["draws"],
+                "target_parameters": sample["target_parameters"],
+                "draws": sample["draws"],
             }
         )
     seconds = sum(u["seconds"] for u in units.values())
     return {
         "benchmark": "consistency",
         "rows": rows,
-        "snas_vs_random": per_seed,
+        "per_seed": per_seed,
+        "snas_vs_random": versus,
         "unit_seconds": round(seconds, 1),
     }
 
 
-def _pct(stats):
-    if stats["mean"] is None:
-        return "-"
-    return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+def _cells(r, fmt) -> list:
+    """The table cells of a row of values or of mean/std dicts."""
+    specs = {"accuracy": "pct", "entropy": ".2f", "weightless": ".0f"}
+
+    def one(name):
+        value = r[name]
+        spec = next((v for k, v in specs.items() if k in name), ",.0f")
+        return fmt(value, spec)
+
+    return [
+        one("supernet_accuracy"),
+        one("child_accuracy"),
+        one("retrained_accuracy"),
+        f"{one('entropy_normal')} / {one('entropy_reduce')}",
+        f"{one('weightless_normal')} / {one('weightless_reduce')}",
+        one("parameters"),
+    ]
 
 
-def _num(stats, spec):
+def _value(value, spec):
+    if value is None:
+        return "-"
+    return f"{100 * value:.1f}" if spec == "pct" else format(value, spec)
+
+
+def _mean_std(stats, spec):
     if stats["mean"] is None:
         return "-"
+    if spec == "pct":
+        return f"{100 * stats['mean']:.1f} ± {100 * stats['std']:.1f}"
+    spec = ".1f" if spec == ".0f" else spec
     return f"{format(stats['mean'], spec)} ± {format(stats['std'], spec)}"
 
 
@@ -394,41 +429,36 @@ TABLE_HEADER = (
     "entropy normal / reduce (nats) | weightless normal / reduce | "
     "child params |"
 )
+LABELS = {"snas": "SNAS (edge_all)", "darts": "DARTS, 1st order (top2)"}
 
 
 def markdown(results) -> str:
-    """The results as a Markdown table (mean ± std over seeds)."""
+    """The results as Markdown: mean ± std over seeds, the SNAS child
+    against the random cells, then every seed's row."""
     rows = results["rows"]
-    labels = {
-        "snas": "SNAS (edge_all)",
-        "darts": "DARTS, 1st order (top2)",
-    }
     lines = [TABLE_HEADER, "|---|---|---|---|---|---|---|"]
     for mode in MODES:
-        r = rows[mode]
-        lines.append(
-            f"| {labels[mode]} | {_pct(r['supernet_accuracy'])} | "
-            f"{_pct(r['child_accuracy'])} | {_pct(r['retrained_accuracy'])} "
-            f"| {_num(r['entropy_normal'], '.2f')} / "
-            f"{_num(r['entropy_reduce'], '.2f')} | "
-            f"{_num(r['weightless_normal'], '.1f')} / "
-            f"{_num(r['weightless_reduce'], '.1f')} | "
-            f"{_num(r['parameters'], ',.0f')} |"
-        )
-    r = rows["random"]
-    lines.append(
-        f"| random, ±{PARAM_TOLERANCE:.0%} SNAS params "
-        f"(n={r['retrained_accuracy']['n']}) | - | - | "
-        f"{_pct(r['retrained_accuracy'])} | - | - | "
-        f"{_num(r['parameters'], ',.0f')} |"
-    )
+        cells = _cells(rows[mode], _mean_std)
+        lines.append(f"| {LABELS[mode]} | {' | '.join(cells)} |")
+    n = rows["random"]["retrained_accuracy"]["n"]
+    cells = _cells(rows["random"], _mean_std)
+    label = f"random, ±{PARAM_TOLERANCE:.0%} SNAS params (n={n})"
+    lines.append(f"| {label} | {' | '.join(cells)} |")
     beats = sum(s["snas_beats"] for s in results["snas_vs_random"])
     total = sum(len(s["random_retrained"]) for s in results["snas_vs_random"])
     lines += [
         "",
         f"Retrained SNAS child above the random cell of its seed: {beats} "
         f"of {total}.",
+        "",
+        TABLE_HEADER.replace("| |", "| seed | cell |", 1) + " genotype |",
+        "|---" * 9 + "|",
     ]
+    for r in results["per_seed"]:
+        cells = " | ".join(_cells(r, _value))
+        # A `|` separates table cells even inside a code span.
+        genotype = r["genotype"].replace("|", "\\|")
+        lines.append(f"| {r['seed']} | {r['cell']} | {cells} | `{genotype}` |")
     return "\n".join(lines) + "\n"
 
 

@@ -82,7 +82,7 @@ def _units(seeds, num_random):
                 "seconds": 10,
             }
             units[f"retrain-{mode}-s{seed}"] = {
-                "genotype": f"{mode}{seed}",
+                "genotype": f"{mode}|{seed}",
                 "val_accuracy": acc,
                 "parameters": 1000,
                 "seconds": 5,
@@ -115,7 +115,15 @@ def test_aggregate_takes_mean_and_std_over_seeds_and_counts_the_wins():
     assert table[0] == consistency.TABLE_HEADER
     assert table[2].startswith("| SNAS (edge_all) | 90.0 ± 0.0 | 85.0 ± 5.0")
     assert table[4].startswith("| random, ±10% SNAS params (n=4) | - | - |")
-    assert table[-1].endswith("2 of 4.")
+    assert table[6].endswith("2 of 4.")
+    # Every seed's row: 2 seeds x (SNAS, DARTS, 2 random cells).
+    assert table[8].startswith("| seed | cell |")
+    assert [row.split(" | ")[:2] for row in table[10:]] == [
+        ["| 0", c] for c in ("snas", "darts", "random0", "random1")
+    ] + [["| 1", c] for c in ("snas", "darts", "random0", "random1")]
+    assert table[11].endswith(
+        "| 50.0 | 50.0 | 50.0 | 1.00 / 0.50 | 9 / 8 | 1,000 | `darts\\|0` |"
+    )
 
 
 def test_a_bad_override_exits_2_with_one_line(capsys, tmp_path):
