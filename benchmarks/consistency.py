@@ -270,7 +270,7 @@ def run(args, progress=None) -> dict:
             state["units"][name] = result
             write_atomic(path, json.dumps(state, indent=2) + "\n")
             ran += 1
-            say(_progress_line(i, len(units), name, result, start, ran))
+            say(_progress_line(units, i, state["units"], start))
         results = aggregate(state["units"], args.seeds, args.random)
         results["units_run"] = ran
         results["finished_utc"] = datetime.datetime.now(datetime.UTC).isoformat(
@@ -293,15 +293,32 @@ def run(args, progress=None) -> dict:
     return results
 
 
-def _progress_line(i, total, name, result, start, ran):
+def _pace_key(unit):
+    """Units that take about as long: a search of one mode, any
+    retraining, a sampling."""
+    return (unit[1], unit[2] if unit[1] == "search" else "")
+
+
+def _progress_line(units, i, done, start):
+    """A bar, the unit just done and the time left: each unit left at
+    the mean time of the finished units of its `_pace_key`, or of all."""
+    seconds = {}
+    for u in units:
+        if u[0] in done:
+            seconds.setdefault(_pace_key(u), []).append(done[u[0]]["seconds"])
+    every = [t for times in seconds.values() for t in times]
+    left = 0.0
+    for u in units:
+        if u[0] not in done:
+            times = seconds.get(_pace_key(u), every)
+            left += sum(times) / len(times)
     elapsed = time.perf_counter() - start
-    left = total - i
-    eta = elapsed / ran * left
-    bar = "#" * (20 * i // total)
+    name = units[i - 1][0]
+    bar = "#" * (20 * i // len(units))
     return (
-        f"[consistency] [{bar:<20}] {i}/{total} {name} "
-        f"{result['seconds']:.0f} s; elapsed {elapsed / 60:.1f} min, "
-        f"~{eta / 60:.0f} min left"
+        f"[consistency] [{bar:<20}] {i}/{len(units)} {name} "
+        f"{done[name]['seconds']:.0f} s; elapsed {elapsed / 60:.1f} min, "
+        f"~{left / 60:.0f} min left"
     )
 
 

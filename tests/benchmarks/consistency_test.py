@@ -199,3 +199,15 @@ def test_a_state_of_other_settings_is_refused(quick_run):
     other = consistency.parse_args([*TINY, f"--out={args.out}", "--random=2"])
     with pytest.raises(ValueError, match="other settings"):
         consistency.run(other)
+
+
+def test_progress_counts_each_unit_left_at_its_kind_s_pace():
+    units = consistency.plan([0, 1], 1)
+    done = {"search-snas-s0": {"seconds": 600}}
+    done["search-darts-s0"] = {"seconds": 300}
+    done["retrain-snas-s0"] = {"seconds": 60}
+    line = consistency._progress_line(units, 3, done, 0)
+    assert " 3/12 retrain-snas-s0 60 s;" in line
+    # Left: the seed-1 searches at their modes' pace (900 s), 5
+    # retrainings at 60 s, 2 samplings at the mean of all (320 s).
+    assert line.endswith(f"~{(900 + 300 + 640) / 60:.0f} min left")
