@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: test test-torch demo bench lint format clean
+.PHONY: test test-torch demo bench consistency lint format clean
 
 $(STAMP): setup.py pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ demo: $(STAMP)
 # A smoke run: make bench BENCH_ARGS=--quick
 bench: $(STAMP)
 	$(PY) benchmarks/run_all.py $(BENCH_ARGS)
+
+# SNAS vs DARTS vs random cells on digits, 3 seeds (benchmarks/README.md:
+# about an hour on 2 cores; rerun to resume). A smoke run:
+# make consistency CONSISTENCY_ARGS=--quick
+consistency: $(STAMP)
+	$(PY) benchmarks/consistency.py $(CONSISTENCY_ARGS)
 
 format: $(STAMP)
 	$(VENV)/bin/ruff format snas_tf trainers export tests benchmarks
