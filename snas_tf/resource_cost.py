@@ -234,6 +234,21 @@ def _stack_tables(tables, num_edges, num_ops):
     return np.stack(tables)
 
 
+def check_estimator(estimator, log_z):
+    """Refuses an unknown estimator, and policy_gradient without `log_z`
+    (the log of the sample computed from its noise), one line each."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(
+            f"Unknown estimator {estimator!r}. Expected one of {ESTIMATORS}."
+        )
+    if estimator == "policy_gradient" and log_z is None:
+        raise ValueError(
+            "resource_estimator 'policy_gradient' needs log_z, the log of "
+            "the sample computed from its noise "
+            "(gumbel_softmax.relaxed_log_one_hot), got None."
+        )
+
+
 def resource_penalty(
     estimator: str,
     z,
@@ -281,16 +296,7 @@ def resource_penalty(
             weights of mismatched shapes, or policy_gradient without
             `log_z`.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"Unknown estimator {estimator!r}. Expected one of {ESTIMATORS}."
-        )
-    if estimator == "policy_gradient" and log_z is None:
-        raise ValueError(
-            "resource_estimator 'policy_gradient' needs log_z, the log of "
-            "the sample computed from its noise "
-            "(gumbel_softmax.relaxed_log_one_hot), got None."
-        )
+    check_estimator(estimator, log_z)
     for name, value in (("z", z), ("logits", logits)):
         if len(ops.shape(value)) != 2:
             raise ValueError(

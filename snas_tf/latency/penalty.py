@@ -31,7 +31,7 @@ from keras import ops
 
 from snas_tf.latency.cost import LatencyCosts
 from snas_tf.layers.gumbel_softmax import concrete_log_density
-from snas_tf.resource_cost import ESTIMATORS
+from snas_tf.resource_cost import check_estimator
 
 # What a supernet's resource penalty prices (docs/method.md §4): the log of
 # size, FLOPs and MAC per edge, or the target network's latency.
@@ -133,15 +133,7 @@ def latency_penalty(
         ValueError: for an unknown estimator, a non-positive target, or
             policy_gradient without `log_z`.
     """
-    if estimator not in ESTIMATORS:
-        raise ValueError(
-            f"Unknown estimator {estimator!r}. Expected one of {ESTIMATORS}."
-        )
-    if estimator == "policy_gradient" and log_z is None:
-        raise ValueError(
-            "resource_estimator 'policy_gradient' needs log_z, the log of "
-            "the samples computed from their noise, got None."
-        )
+    check_estimator(estimator, log_z)
     if target_us is not None and not target_us > 0:
         raise ValueError(f"target_us must be > 0, got {target_us!r}.")
     if estimator == "discrete":
